@@ -1,0 +1,1032 @@
+/* conn: per-connection state machine (see docs/ARCHITECTURE.md, "The life of a connection"). */
+#include "conn.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <event2/event_struct.h>
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "addr.h"
+#include "clienthello.h"
+#include "connlog.h"
+#include "dial.h"
+#include "gateway.h"
+#include "json.h"
+#include "listener.h"
+#include "log.h"
+#include "mint.h"
+#include "proxyreq.h"
+#include "relay.h"
+#include "tls.h"
+#include "worker.h"
+
+enum conn_state {
+    CONN_PROXY_REQUEST, /* explicit: waiting for the whole request head */
+    CONN_PEEK,          /* waiting for a whole ClientHello, or deciding it is not TLS */
+    CONN_DIAL,          /* resolving and connecting to the upstream */
+    CONN_UPSTREAM_TLS,  /* handshake with the upstream; the client's is held */
+    CONN_CLIENT_TLS,    /* handshake with the client under the forged leaf */
+    CONN_RELAY,         /* moving bytes both ways */
+    CONN_FAIL_READ,     /* upstream failed: reading the client's request */
+    CONN_FAIL_WRITE,    /* upstream failed: writing the 502 page */
+};
+
+struct conn {
+    struct conn *next, *prev; /* the worker's list */
+    struct worker *w;
+    uint64_t id;
+    enum conn_state state;
+    enum connlog_action action;
+    int cfd, ufd;
+    SSL *cssl, *ussl;
+    struct event cev_r, cev_w, uev_r, uev_w, timer;
+    unsigned watching;        /* RELAY_WANT_* bits whose events are added */
+    bool peeking;             /* cev_r is edge-triggered (peek states) */
+    bool got_bytes;           /* the client has sent something */
+    bool closing;             /* close once the current callback returns */
+    bool upstream_failed;     /* the client gets a 502 page or an alert, never content */
+    bool relay_started;
+    bool fail_with_alert;     /* ... an alert: the client offered ALPN, but not HTTP/1.1 */
+    const struct config_listen *listen;
+    struct sockaddr_storage client, dst;
+    bool have_dst;
+    char *host;               /* the name the upstream must prove: SNI, else target host */
+    char *target;             /* explicit and fixed: the host to dial */
+    uint16_t port;
+    char *sni;
+    uint8_t *alpn_offer;      /* client's ALPN list, wire format */
+    size_t alpn_offer_len;
+    char *fwd_head;           /* explicit plain HTTP: the rewritten request head */
+    size_t fwd_len;
+    struct dial *dial;
+    struct tls_verify_result vr;
+    struct mint_leaf *leaf;
+    int up_version;
+    struct relay relay;
+    char *page;               /* CONN_FAIL_WRITE: the response, and how much is sent */
+    size_t page_len, page_off;
+    struct timeval started;
+    struct timeval last_active;
+    const char *err_stage;
+    char err_reason[160];
+};
+
+static void conn_advance(struct conn *c);
+static void conn_close_now(struct conn *c);
+static void conn_upstream_failed(struct conn *c, const char *stage, const char *reason);
+
+/* ---- small helpers ---- */
+
+static const struct config *conn_cfg(const struct conn *c)
+{
+    return c->w->gw->cfg;
+}
+
+/* Records the first failure; the record at close carries it. */
+static void conn_set_error(struct conn *c, const char *stage, const char *reason)
+{
+    if (c->err_stage)
+        return;
+    c->err_stage = stage;
+    snprintf(c->err_reason, sizeof(c->err_reason), "%s", reason);
+}
+
+static void conn_fail(struct conn *c, const char *stage, const char *reason)
+{
+    conn_set_error(c, stage, reason);
+    c->closing = true;
+}
+
+static void conn_timer_ms(struct conn *c, unsigned ms)
+{
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    evtimer_add(&c->timer, &tv);
+}
+
+/* Adds and removes the four I/O events so exactly `want` is watched. */
+static void conn_watch(struct conn *c, unsigned want)
+{
+    struct event *evs[4] = {&c->cev_r, &c->cev_w, &c->uev_r, &c->uev_w};
+    for (int i = 0; i < 4; i++) {
+        unsigned bit = 1u << i;
+        if ((want & bit) && !(c->watching & bit))
+            event_add(evs[i], NULL);
+        else if (!(want & bit) && (c->watching & bit))
+            event_del(evs[i]);
+    }
+    c->watching = want;
+}
+
+static void conn_on_io(evutil_socket_t fd, short what, void *arg);
+static void conn_on_timer(evutil_socket_t fd, short what, void *arg);
+
+/* Peek states watch the client edge-triggered: MSG_PEEK leaves bytes queued, and a
+ * level-triggered event would fire again at once until the rest arrives. */
+static void conn_set_peeking(struct conn *c, bool peeking)
+{
+    if (c->peeking == peeking)
+        return;
+    conn_watch(c, c->watching & ~RELAY_WANT_READ(RELAY_CLIENT));
+    short flags = EV_READ | EV_PERSIST | (peeking ? EV_ET : 0);
+    event_assign(&c->cev_r, c->w->base, c->cfd, flags, conn_on_io, c);
+    c->peeking = peeking;
+}
+
+static void conn_attach_upstream(struct conn *c, int fd)
+{
+    c->ufd = fd;
+    event_assign(&c->uev_r, c->w->base, fd, EV_READ | EV_PERSIST, conn_on_io, c);
+    event_assign(&c->uev_w, c->w->base, fd, EV_WRITE | EV_PERSIST, conn_on_io, c);
+}
+
+/* True when an ALPN list (wire format) offers proto. */
+static bool alpn_list_has(const uint8_t *list, size_t len, const char *proto)
+{
+    size_t plen = strlen(proto);
+    for (size_t i = 0; i < len; i += 1u + list[i])
+        if (list[i] == plen && i + 1 + plen <= len && memcmp(list + i + 1, proto, plen) == 0)
+            return true;
+    return false;
+}
+
+/* ---- TLS callbacks (reached through the SSL's app data) ---- */
+
+/* Holds the client's handshake until the upstream's is done, then presents the leaf. */
+static int conn_on_client_hello(SSL *ssl, int *alert, void *arg)
+{
+    struct conn *c = arg;
+    if (c->fail_with_alert) {
+        *alert = SSL_AD_HANDSHAKE_FAILURE;
+        return SSL_CLIENT_HELLO_ERROR;
+    }
+    if (!c->leaf)
+        return SSL_CLIENT_HELLO_RETRY;
+    if (SSL_use_certificate(ssl, c->leaf->cert) != 1 ||
+        SSL_use_PrivateKey(ssl, c->leaf->key) != 1) {
+        *alert = SSL_AD_INTERNAL_ERROR;
+        return SSL_CLIENT_HELLO_ERROR;
+    }
+    /* Never a higher version toward the client than the upstream gave us. */
+    if (c->up_version && !SSL_set_max_proto_version(ssl, c->up_version)) {
+        *alert = SSL_AD_INTERNAL_ERROR;
+        return SSL_CLIENT_HELLO_ERROR;
+    }
+    return SSL_CLIENT_HELLO_SUCCESS;
+}
+
+/* Gives the client what the upstream chose (or HTTP/1.1 for the error page). */
+static int conn_on_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                        const unsigned char *in, unsigned int inlen, void *arg)
+{
+    (void)arg;
+    struct conn *c = tls_get_app_data(ssl);
+    const unsigned char *want = NULL;
+    unsigned int want_len = 0;
+    if (!c)
+        return SSL_TLSEXT_ERR_NOACK;
+    if (c->upstream_failed) {
+        want = (const unsigned char *)"http/1.1";
+        want_len = 8;
+    } else if (c->ussl) {
+        SSL_get0_alpn_selected(c->ussl, &want, &want_len);
+    }
+    for (unsigned int i = 0; want_len && i < inlen; i += 1u + in[i]) {
+        if (in[i] == want_len && i + 1u + want_len <= inlen &&
+            memcmp(in + i + 1, want, want_len) == 0) {
+            *out = in + i + 1;
+            *outlen = (unsigned char)want_len;
+            return SSL_TLSEXT_ERR_OK;
+        }
+    }
+    return SSL_TLSEXT_ERR_NOACK;
+}
+
+SSL_CTX *conn_client_ctx_new(void)
+{
+    return tls_client_side_ctx_new(conn_on_client_hello, conn_on_alpn);
+}
+
+/* ---- explicit proxy: the request head ---- */
+
+static void conn_send_all(int fd, const char *buf, size_t len)
+{
+    /* Replies here are small and go out on a fresh socket: its buffer takes them whole. */
+    while (len > 0) {
+        ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
+        if (n <= 0)
+            return;
+        buf += n;
+        len -= (size_t)n;
+    }
+}
+
+static void conn_proxy_refuse(struct conn *c, int status, const char *why)
+{
+    char body[256], resp[512];
+    int blen = snprintf(body, sizeof(body), "sluice: %s\n", why);
+    int n = snprintf(resp, sizeof(resp),
+                     "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
+                     "Connection: close\r\n\r\n%s",
+                     status, status == 431 ? "Request Header Fields Too Large"
+                             : status == 501 ? "Not Implemented"
+                             : status == 502 ? "Bad Gateway"
+                                             : "Bad Request",
+                     blen, body);
+    conn_send_all(c->cfd, resp, (size_t)n);
+    conn_fail(c, "proxy_request", why);
+}
+
+/* Peeks at what the client sent so far. Returns bytes, 0 at EOF, -1 when none yet. */
+static ssize_t conn_peek(struct conn *c)
+{
+    ssize_t n = recv(c->cfd, c->w->scratch, c->w->scratch_size, MSG_PEEK);
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+        conn_fail(c, c->state == CONN_PEEK ? "client_hello" : "proxy_request", strerror(errno));
+        return 0;
+    }
+    return n;
+}
+
+static void conn_take_proxy_request(struct conn *c, struct proxyreq *req)
+{
+    char sink[512];
+    size_t left = req->head_len;
+    while (left > 0) { /* consume exactly the head: what follows belongs to the tunnel */
+        ssize_t n = recv(c->cfd, sink, left < sizeof(sink) ? left : sizeof(sink), 0);
+        if (n <= 0)
+            break;
+        left -= (size_t)n;
+    }
+    c->target = strdup(req->host);
+    c->port = req->port;
+    if (req->kind == PROXYREQ_CONNECT) {
+        static const char ok[] = "HTTP/1.1 200 Connection established\r\n\r\n";
+        conn_send_all(c->cfd, ok, sizeof(ok) - 1);
+        c->state = CONN_PEEK;
+        c->got_bytes = false;
+        conn_timer_ms(c, conn_cfg(c)->first_byte_timeout_ms);
+        return;
+    }
+    c->action = CONNLOG_HTTP;
+    c->fwd_head = req->forward_head;
+    c->fwd_len = req->forward_len;
+    req->forward_head = NULL;
+    c->state = CONN_DIAL;
+}
+
+static void conn_do_proxy_request(struct conn *c)
+{
+    ssize_t n = conn_peek(c);
+    if (n < 0 || c->closing) {
+        conn_watch(c, RELAY_WANT_READ(RELAY_CLIENT));
+        return;
+    }
+    if (n == 0) {
+        conn_fail(c, "proxy_request", "client closed before sending a request");
+        return;
+    }
+    struct proxyreq req;
+    enum proxyreq_result r = proxyreq_parse((const char *)c->w->scratch, (size_t)n, &req);
+    if (r == PROXYREQ_NEED_MORE) {
+        conn_watch(c, RELAY_WANT_READ(RELAY_CLIENT));
+        return;
+    }
+    if (r == PROXYREQ_ERROR)
+        conn_proxy_refuse(c, req.status, req.error);
+    else
+        conn_take_proxy_request(c, &req);
+    proxyreq_free(&req);
+}
+
+/* ---- the ClientHello ---- */
+
+static void conn_keep_hello(struct conn *c, const struct clienthello *hello)
+{
+    if (hello->has_sni)
+        c->sni = strdup(hello->sni);
+    if (hello->alpn_len > 0 && (c->alpn_offer = malloc(hello->alpn_len))) {
+        memcpy(c->alpn_offer, hello->alpn, hello->alpn_len);
+        c->alpn_offer_len = hello->alpn_len;
+    }
+    /* The name the upstream must prove: what the client asked for, else where it went. */
+    char ip[ADDR_TEXT_MAX];
+    if (c->sni)
+        c->host = strdup(c->sni);
+    else if (c->target)
+        c->host = strdup(c->target);
+    else
+        c->host = strdup(addr_format_ip((struct sockaddr *)&c->dst, ip, sizeof(ip)));
+}
+
+/* Starts the client's handshake; it stops in the hello callback until the leaf is ready. */
+static void conn_start_intercept(struct conn *c)
+{
+    c->action = CONNLOG_INTERCEPT;
+    c->cssl = SSL_new(c->w->gw->client_ctx);
+    if (!c->cssl || !SSL_set_fd(c->cssl, c->cfd)) {
+        conn_fail(c, "client_handshake", "out of memory");
+        return;
+    }
+    tls_set_app_data(c->cssl, c);
+    ERR_clear_error();
+    int rc = SSL_accept(c->cssl);
+    int err = SSL_get_error(c->cssl, rc);
+    if (err != SSL_ERROR_WANT_CLIENT_HELLO_CB) {
+        char why[128];
+        conn_fail(c, "client_handshake", tls_error_reason(err, why, sizeof(why)));
+        return;
+    }
+    c->state = CONN_DIAL;
+}
+
+static void conn_do_peek(struct conn *c)
+{
+    ssize_t n = conn_peek(c);
+    if (c->closing)
+        return;
+    if (n < 0) {
+        conn_watch(c, RELAY_WANT_READ(RELAY_CLIENT));
+        return;
+    }
+    if (n == 0) {
+        conn_fail(c, "client_hello", "client closed before sending a ClientHello");
+        return;
+    }
+    if (!c->got_bytes) { /* from now on the handshake deadline applies */
+        c->got_bytes = true;
+        conn_timer_ms(c, conn_cfg(c)->handshake_timeout_ms);
+    }
+    struct clienthello hello;
+    enum clienthello_result r = clienthello_parse(c->w->scratch, (size_t)n, &hello);
+    if (r == CLIENTHELLO_NEED_MORE && (size_t)n < c->w->scratch_size) {
+        conn_watch(c, RELAY_WANT_READ(RELAY_CLIENT));
+        return;
+    }
+    if (r == CLIENTHELLO_NOT_TLS) {
+        c->action = CONNLOG_TCP;
+        c->state = CONN_DIAL;
+        return;
+    }
+    if (r != CLIENTHELLO_OK) {
+        conn_fail(c, "client_hello",
+                  clienthello_result_str(r == CLIENTHELLO_NEED_MORE ? CLIENTHELLO_TOO_BIG : r));
+        return;
+    }
+    conn_keep_hello(c, &hello);
+    conn_start_intercept(c);
+}
+
+/* ---- reaching the upstream ---- */
+
+static void conn_on_dialed(void *arg, int fd, const struct sockaddr *addr, const char *stage,
+                           const char *reason)
+{
+    struct conn *c = arg;
+    c->dial = NULL;
+    if (fd < 0) {
+        char why[200];
+        snprintf(why, sizeof(why), "%s%s%s", reason,
+                 strcmp(stage, "dns") == 0 ? " for " : "", strcmp(stage, "dns") == 0 ? c->target : "");
+        conn_upstream_failed(c, stage, why);
+    } else {
+        memcpy(&c->dst, addr, addr_len(addr));
+        c->have_dst = true;
+        conn_attach_upstream(c, fd);
+        c->state = c->action == CONNLOG_INTERCEPT ? CONN_UPSTREAM_TLS : CONN_RELAY;
+        conn_timer_ms(c, c->action == CONNLOG_INTERCEPT ? conn_cfg(c)->handshake_timeout_ms
+                                                        : conn_cfg(c)->idle_timeout_ms);
+    }
+    conn_advance(c);
+    if (c->closing)
+        conn_close_now(c);
+}
+
+static void conn_do_dial(struct conn *c)
+{
+    if (c->dial)
+        return; /* under way */
+    conn_set_peeking(c, false);
+    conn_watch(c, 0);
+    const struct config *cfg = conn_cfg(c);
+    const char *host = NULL;
+    uint16_t port = 0;
+    if (cfg->mode == CONFIG_MODE_EXPLICIT) {
+        host = c->target;
+        port = c->port;
+    } else if (cfg->mode == CONFIG_MODE_FIXED) {
+        host = cfg->fixed_host;
+        port = cfg->fixed_port;
+    }
+    c->dial = dial_start(c->w->base, c->w->dns, host, port, (struct sockaddr *)&c->dst,
+                         conn_on_dialed, c);
+    if (!c->dial) {
+        conn_fail(c, "connect", "out of memory");
+        return;
+    }
+    conn_timer_ms(c, cfg->connect_timeout_ms);
+}
+
+/* ---- the upstream handshake ---- */
+
+static int conn_upstream_tls_start(struct conn *c)
+{
+    c->ussl = SSL_new(c->w->gw->upstream_ctx);
+    if (!c->ussl || !SSL_set_fd(c->ussl, c->ufd) ||
+        tls_upstream_prepare(c->ussl, c->host, c->alpn_offer, c->alpn_offer_len, &c->vr) != 0)
+        return -1;
+    SSL_set_connect_state(c->ussl);
+    return 0;
+}
+
+/* Handshake steps shared by both legs: 1 done, 0 waiting (events set), -1 failed (why). */
+static int conn_handshake_step(struct conn *c, SSL *ssl, enum relay_side side, char *why,
+                               size_t whylen)
+{
+    ERR_clear_error();
+    errno = 0;
+    int rc = SSL_do_handshake(ssl);
+    if (rc == 1)
+        return 1;
+    int err = SSL_get_error(ssl, rc);
+    if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
+        conn_watch(c, err == SSL_ERROR_WANT_READ ? RELAY_WANT_READ(side) : RELAY_WANT_WRITE(side));
+        return 0;
+    }
+    tls_error_reason(err, why, whylen);
+    return -1;
+}
+
+static void conn_upstream_verified(struct conn *c)
+{
+    c->up_version = SSL_version(c->ussl);
+    c->leaf = mint_leaf_for(c->w->mint, SSL_get0_peer_certificate(c->ussl), c->host);
+    if (!c->leaf) {
+        conn_fail(c, "upstream_handshake", "cannot forge a certificate");
+        return;
+    }
+    c->state = CONN_CLIENT_TLS;
+}
+
+static void conn_do_upstream_tls(struct conn *c)
+{
+    char why[160];
+    if (!c->ussl && conn_upstream_tls_start(c) != 0) {
+        conn_fail(c, "upstream_handshake", "out of memory");
+        return;
+    }
+    int rc = conn_handshake_step(c, c->ussl, RELAY_UPSTREAM, why, sizeof(why));
+    if (rc == 0)
+        return;
+    if (rc > 0) {
+        conn_upstream_verified(c);
+        return;
+    }
+    if (c->vr.error != X509_V_OK)
+        snprintf(why, sizeof(why), "%s", X509_verify_cert_error_string(c->vr.error));
+    conn_upstream_failed(c, "upstream_handshake", why);
+}
+
+/* The upstream cannot be trusted or reached: the client must never get the origin's content
+ * under a trusted certificate. It gets a leaf naming only what it asked for, then a 502 page
+ * that says what failed, or a handshake alert when it does not speak HTTP/1.1. */
+static void conn_upstream_failed(struct conn *c, const char *stage, const char *reason)
+{
+    conn_set_error(c, stage, reason);
+    if (c->action == CONNLOG_HTTP) {
+        conn_proxy_refuse(c, 502, reason);
+        return;
+    }
+    if (c->action != CONNLOG_INTERCEPT) {
+        c->closing = true;
+        return;
+    }
+    c->upstream_failed = true;
+    c->fail_with_alert =
+        c->alpn_offer_len > 0 && !alpn_list_has(c->alpn_offer, c->alpn_offer_len, "http/1.1");
+    conn_watch(c, c->watching & (RELAY_WANT_READ(RELAY_CLIENT) | RELAY_WANT_WRITE(RELAY_CLIENT)));
+    if (!c->fail_with_alert && !(c->leaf = mint_leaf_for_name(c->w->mint, c->host))) {
+        c->closing = true;
+        return;
+    }
+    c->up_version = 0;
+    c->state = CONN_CLIENT_TLS;
+    conn_timer_ms(c, conn_cfg(c)->handshake_timeout_ms);
+}
+
+/* ---- the client handshake ---- */
+
+static void conn_do_client_tls(struct conn *c)
+{
+    char why[160];
+    int rc = conn_handshake_step(c, c->cssl, RELAY_CLIENT, why, sizeof(why));
+    if (rc == 0)
+        return;
+    if (rc < 0) {
+        /* A client refusing the forged certificate is its right, not our error: INFO. */
+        LOG_DEBUGF("conn %llu: client handshake failed: %s", (unsigned long long)c->id, why);
+        conn_fail(c, "client_handshake", c->fail_with_alert ? "upstream failed; alert sent" : why);
+        return;
+    }
+    mint_leaf_release(c->leaf);
+    c->leaf = NULL;
+    if (c->upstream_failed) {
+        c->state = CONN_FAIL_READ;
+        return;
+    }
+    c->state = CONN_RELAY;
+    conn_timer_ms(c, conn_cfg(c)->idle_timeout_ms);
+}
+
+/* ---- the error page after an upstream failure ---- */
+
+static void html_escape(const char *in, char *out, size_t size)
+{
+    size_t o = 0;
+    for (; *in && o + 7 < size; in++) {
+        const char *rep = *in == '<' ? "&lt;" : *in == '>' ? "&gt;" : *in == '&' ? "&amp;"
+                        : *in == '"' ? "&quot;" : NULL;
+        if (rep) {
+            memcpy(out + o, rep, strlen(rep));
+            o += strlen(rep);
+        } else {
+            out[o++] = *in;
+        }
+    }
+    out[o] = '\0';
+}
+
+static void conn_build_fail_page(struct conn *c)
+{
+    char name[600], reason[500], body[2048];
+    html_escape(c->host ? c->host : "", name, sizeof(name));
+    html_escape(c->err_reason, reason, sizeof(reason));
+    int blen = snprintf(
+        body, sizeof(body),
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>sluice: cannot connect "
+        "securely to %s</title></head>\n<body><h1>Cannot connect securely to %s</h1>\n"
+        "<p>The TLS inspection gateway on this network (sluice) did not connect you to this "
+        "site, because connecting to it failed or its identity could not be verified:</p>\n"
+        "<p><strong>%s</strong></p>\n<p>Stage: %s. Connection %llu.</p>\n"
+        "<p>Nothing from the site was passed on to you. If this keeps happening, tell the "
+        "network's operator.</p></body></html>\n",
+        name, name, reason, c->err_stage, (unsigned long long)c->id);
+    if (blen < 0 || (size_t)blen >= sizeof(body))
+        blen = (int)strlen(body);
+    size_t cap = (size_t)blen + 512;
+    if (!(c->page = malloc(cap)))
+        return;
+    int hlen = snprintf(c->page, cap,
+                        "HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/html; charset=utf-8\r\n"
+                        "Content-Length: %d\r\nCache-Control: no-store\r\nConnection: close\r\n"
+                        "X-Sluice-Error: %s: %.200s\r\n\r\n",
+                        blen, c->err_stage, c->err_reason);
+    memcpy(c->page + hlen, body, (size_t)blen);
+    c->page_len = (size_t)hlen + (size_t)blen;
+    c->page_off = 0;
+}
+
+/* Reads the client's request (so closing does not reset it), then answers. */
+static void conn_do_fail_read(struct conn *c)
+{
+    char buf[4096];
+    ERR_clear_error();
+    int n = SSL_read(c->cssl, buf, sizeof(buf));
+    if (n <= 0) {
+        int err = SSL_get_error(c->cssl, n);
+        if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
+            conn_watch(c, err == SSL_ERROR_WANT_READ ? RELAY_WANT_READ(RELAY_CLIENT)
+                                                     : RELAY_WANT_WRITE(RELAY_CLIENT));
+            return;
+        }
+        c->closing = true;
+        return;
+    }
+    c->relay.dir[0].bytes += (uint64_t)n;
+    /* Without ALPN, answer only what looks like an HTTP request line. */
+    bool http = c->alpn_offer_len > 0 || (n > 4 && buf[0] >= 'A' && buf[0] <= 'Z');
+    if (!http) {
+        c->closing = true;
+        return;
+    }
+    conn_build_fail_page(c);
+    c->state = c->page ? CONN_FAIL_WRITE : c->state;
+    c->closing = !c->page;
+}
+
+static void conn_do_fail_write(struct conn *c)
+{
+    while (c->page_off < c->page_len) {
+        ERR_clear_error();
+        int n = SSL_write(c->cssl, c->page + c->page_off, (int)(c->page_len - c->page_off));
+        if (n <= 0) {
+            int err = SSL_get_error(c->cssl, n);
+            if (err == SSL_ERROR_WANT_WRITE || err == SSL_ERROR_WANT_READ) {
+                conn_watch(c, err == SSL_ERROR_WANT_WRITE ? RELAY_WANT_WRITE(RELAY_CLIENT)
+                                                          : RELAY_WANT_READ(RELAY_CLIENT));
+                return;
+            }
+            break;
+        }
+        c->page_off += (size_t)n;
+    }
+    SSL_shutdown(c->cssl);
+    c->closing = true;
+}
+
+/* ---- relaying ---- */
+
+static void conn_relay_start(struct conn *c)
+{
+    c->relay_started = true;
+    event_base_gettimeofday_cached(c->w->base, &c->last_active);
+    relay_init(&c->relay, c->w->pool, c->cfd, c->cssl, c->ufd, c->ussl);
+    if (c->fwd_head) {
+        if (relay_preload_up(&c->relay, c->fwd_head, c->fwd_len) != 0)
+            conn_fail(c, "proxy_request", "request head too large");
+        free(c->fwd_head);
+        c->fwd_head = NULL;
+    }
+}
+
+static void conn_do_relay(struct conn *c)
+{
+    char why[160];
+    if (!c->relay_started)
+        conn_relay_start(c);
+    if (c->closing)
+        return;
+    enum relay_status st = relay_pump(&c->relay, why, sizeof(why));
+    if (c->relay.progressed)
+        event_base_gettimeofday_cached(c->w->base, &c->last_active);
+    if (st == RELAY_CONTINUE) {
+        conn_watch(c, c->relay.want);
+        return;
+    }
+    if (st == RELAY_FAILED)
+        conn_set_error(c, "relay", why);
+    c->closing = true;
+}
+
+/* ---- driving ---- */
+
+static void conn_advance(struct conn *c)
+{
+    enum conn_state before;
+    do {
+        before = c->state;
+        if (c->closing)
+            return;
+        switch (c->state) {
+        case CONN_PROXY_REQUEST:
+            conn_do_proxy_request(c);
+            break;
+        case CONN_PEEK:
+            conn_do_peek(c);
+            break;
+        case CONN_DIAL:
+            conn_do_dial(c);
+            break;
+        case CONN_UPSTREAM_TLS:
+            conn_do_upstream_tls(c);
+            break;
+        case CONN_CLIENT_TLS:
+            conn_do_client_tls(c);
+            break;
+        case CONN_RELAY:
+            conn_do_relay(c);
+            break;
+        case CONN_FAIL_READ:
+            conn_do_fail_read(c);
+            break;
+        case CONN_FAIL_WRITE:
+            conn_do_fail_write(c);
+            break;
+        }
+    } while (c->state != before);
+}
+
+static void conn_on_io(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+    (void)fd;
+    (void)what;
+    conn_advance(c);
+    if (c->closing)
+        conn_close_now(c);
+}
+
+static bool conn_idle_expired(struct conn *c)
+{
+    struct timeval now, idle;
+    event_base_gettimeofday_cached(c->w->base, &now);
+    timersub(&now, &c->last_active, &idle);
+    unsigned long idle_ms = (unsigned long)idle.tv_sec * 1000 + (unsigned long)idle.tv_usec / 1000;
+    unsigned limit = conn_cfg(c)->idle_timeout_ms;
+    if (idle_ms >= limit)
+        return true;
+    conn_timer_ms(c, limit - (unsigned)idle_ms);
+    return false;
+}
+
+static void conn_on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+    (void)fd;
+    (void)what;
+    switch (c->state) {
+    case CONN_PROXY_REQUEST:
+        conn_fail(c, "proxy_request", "timeout waiting for the request");
+        break;
+    case CONN_PEEK:
+        if (!c->got_bytes) { /* a silent client: the server may speak first */
+            c->action = CONNLOG_TCP;
+            c->state = CONN_DIAL;
+            conn_advance(c);
+        } else {
+            conn_fail(c, "client_hello", "timeout waiting for the ClientHello");
+        }
+        break;
+    case CONN_DIAL: {
+        char why[64];
+        const char *stage = c->dial ? dial_stage(c->dial) : "connect";
+        snprintf(why, sizeof(why), "timeout (%s)", strcmp(stage, "dns") == 0 ? "resolving" : "connecting");
+        dial_cancel(c->dial);
+        c->dial = NULL;
+        conn_upstream_failed(c, stage, why);
+        conn_advance(c);
+        break;
+    }
+    case CONN_UPSTREAM_TLS:
+        conn_upstream_failed(c, "upstream_handshake", "timeout during the TLS handshake");
+        conn_advance(c);
+        break;
+    case CONN_CLIENT_TLS:
+    case CONN_FAIL_READ:
+    case CONN_FAIL_WRITE:
+        conn_fail(c, "client_handshake", "timeout during the TLS handshake");
+        break;
+    case CONN_RELAY:
+        if (conn_idle_expired(c))
+            conn_fail(c, "relay", "idle timeout");
+        break;
+    }
+    if (c->closing)
+        conn_close_now(c);
+}
+
+/* ---- the record at close ---- */
+
+static void json_tls(struct json *j, const char *key, SSL *ssl)
+{
+    json_key(j, key);
+    if (!ssl || !SSL_is_init_finished(ssl)) {
+        json_null(j);
+        return;
+    }
+    json_begin(j);
+    json_kv_str(j, "version", SSL_get_version(ssl));
+    json_kv_str(j, "cipher", SSL_get_cipher_name(ssl));
+    json_end(j);
+}
+
+static void json_x509_name(struct json *j, const char *key, const X509_NAME *name)
+{
+    char buf[512] = "";
+    BIO *b = BIO_new(BIO_s_mem());
+    if (b && X509_NAME_print_ex(b, name, 0, XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB) >= 0) {
+        int n = BIO_read(b, buf, sizeof(buf) - 1);
+        buf[n > 0 ? n : 0] = '\0';
+    }
+    BIO_free(b);
+    json_kv_str(j, key, buf);
+}
+
+static void json_cert(struct json *j, X509 *cert)
+{
+    json_key(j, "upstream_cert");
+    if (!cert) {
+        json_null(j);
+        return;
+    }
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    char hex[2 * EVP_MAX_MD_SIZE + 1] = "", when[40] = "";
+    X509_digest(cert, EVP_sha256(), md, &mdlen);
+    for (unsigned int i = 0; i < mdlen; i++)
+        snprintf(hex + 2 * i, 3, "%02x", md[i]);
+    struct tm tm;
+    if (ASN1_TIME_to_tm(X509_get0_notAfter(cert), &tm))
+        strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    json_begin(j);
+    json_x509_name(j, "subject", X509_get_subject_name(cert));
+    json_x509_name(j, "issuer", X509_get_issuer_name(cert));
+    json_kv_str(j, "sha256", hex);
+    json_kv_str(j, "not_after", when);
+    json_end(j);
+}
+
+static void json_verify(struct json *j, const struct conn *c)
+{
+    json_key(j, "verify");
+    if (!c->ussl) {
+        json_null(j);
+        return;
+    }
+    bool ok = c->vr.error == X509_V_OK && c->vr.leaf && SSL_is_init_finished(c->ussl);
+    json_begin(j);
+    json_key(j, "ok");
+    json_bool(j, ok);
+    json_key(j, "error");
+    if (c->vr.error != X509_V_OK)
+        json_str(j, X509_verify_cert_error_string(c->vr.error));
+    else if (!ok)
+        json_str(j, c->err_reason[0] ? c->err_reason : "handshake incomplete");
+    else
+        json_null(j);
+    json_end(j);
+}
+
+static void conn_log_record(struct conn *c)
+{
+    int fd = c->w->gw->conn_log_fd;
+    if (fd < 0)
+        return;
+    char line[4096], ts[40], addr[ADDR_TEXT_MAX], target[300];
+    struct json j;
+    struct timeval now, took;
+    gettimeofday(&now, NULL);
+    timersub(&now, &c->started, &took);
+    json_init(&j, line, sizeof(line) - 1);
+    json_begin(&j);
+    json_kv_str(&j, "ts", log_time_rfc3339(ts, sizeof(ts)));
+    json_kv_uint(&j, "id", c->id);
+    json_kv_str(&j, "client", addr_format((struct sockaddr *)&c->client, addr, sizeof(addr)));
+    json_key(&j, "dst");
+    if (c->have_dst) {
+        json_str(&j, addr_format((struct sockaddr *)&c->dst, addr, sizeof(addr)));
+    } else if (c->target) {
+        snprintf(target, sizeof(target), strchr(c->target, ':') ? "[%s]:%u" : "%s:%u", c->target,
+                 c->port);
+        json_str(&j, target);
+    } else {
+        json_null(&j);
+    }
+    json_kv_str(&j, "sni", c->sni);
+    json_kv_str(&j, "mode", config_mode_name(conn_cfg(c)->mode));
+    json_kv_str(&j, "action", connlog_action_name(c->action));
+    const unsigned char *alpn = NULL;
+    unsigned int alpn_len = 0;
+    if (c->cssl && SSL_is_init_finished(c->cssl))
+        SSL_get0_alpn_selected(c->cssl, &alpn, &alpn_len);
+    json_key(&j, "alpn");
+    if (alpn_len)
+        json_strn(&j, (const char *)alpn, alpn_len);
+    else
+        json_null(&j);
+    json_tls(&j, "client_tls", c->cssl);
+    json_tls(&j, "upstream_tls", c->ussl);
+    json_cert(&j, c->vr.leaf);
+    json_verify(&j, c);
+    json_kv_uint(&j, "bytes_up", c->relay.dir[0].bytes);
+    json_kv_uint(&j, "bytes_down", c->relay.dir[1].bytes);
+    json_kv_uint(&j, "duration_ms", (uint64_t)took.tv_sec * 1000 + (uint64_t)took.tv_usec / 1000);
+    if (c->err_stage) {
+        json_key(&j, "error");
+        json_begin(&j);
+        json_kv_str(&j, "stage", c->err_stage);
+        json_kv_str(&j, "reason", c->err_reason);
+        json_end(&j);
+    }
+    json_end(&j);
+    if (j.overflow)
+        return;
+    line[j.len] = '\n';
+    connlog_write(fd, line, j.len + 1);
+}
+
+/* ---- birth and death ---- */
+
+static void conn_link(struct conn *c)
+{
+    struct worker *w = c->w;
+    c->prev = NULL;
+    c->next = w->conns;
+    if (w->conns)
+        w->conns->prev = c;
+    w->conns = c;
+    worker_conn_added(w);
+}
+
+static void conn_unlink(struct conn *c)
+{
+    struct worker *w = c->w;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    worker_conn_removed(w);
+}
+
+static void conn_destroy(struct conn *c)
+{
+    conn_watch(c, 0);
+    evtimer_del(&c->timer);
+    dial_cancel(c->dial);
+    relay_release(&c->relay);
+    SSL_free(c->cssl);
+    SSL_free(c->ussl);
+    if (c->cfd >= 0)
+        close(c->cfd);
+    if (c->ufd >= 0)
+        close(c->ufd);
+    mint_leaf_release(c->leaf);
+    X509_free(c->vr.leaf);
+    free(c->host);
+    free(c->target);
+    free(c->sni);
+    free(c->alpn_offer);
+    free(c->fwd_head);
+    free(c->page);
+    conn_unlink(c);
+    free(c);
+}
+
+static void conn_close_now(struct conn *c)
+{
+    if (c->err_stage && log_enabled(LOG_DEBUG)) {
+        char addr[ADDR_TEXT_MAX];
+        log_msg(LOG_DEBUG, "conn %llu from %s (%s): %s: %s", (unsigned long long)c->id,
+                addr_format((struct sockaddr *)&c->client, addr, sizeof(addr)),
+                c->host ? c->host : "-", c->err_stage, c->err_reason);
+    }
+    conn_log_record(c);
+    conn_destroy(c);
+}
+
+void conn_close_all(struct worker *w, const char *reason)
+{
+    while (w->conns) {
+        struct conn *c = w->conns;
+        conn_set_error(c, "relay", reason);
+        conn_close_now(c);
+    }
+}
+
+static int conn_learn_destination(struct conn *c)
+{
+    socklen_t len;
+    if (conn_cfg(c)->mode != CONFIG_MODE_TRANSPARENT)
+        return 0;
+    if (listener_original_dst(c->cfd, &c->dst, &len) != 0) {
+        conn_set_error(c, "accept",
+                       "not redirected: the connection was addressed to sluice itself, which "
+                       "transparent mode refuses so as not to loop");
+        return -1;
+    }
+    c->have_dst = true;
+    return 0;
+}
+
+void conn_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_t peer_len,
+                 const struct config_listen *listen)
+{
+    struct conn *c = calloc(1, sizeof(*c));
+    if (!c) {
+        log_msg(LOG_WARN, "out of memory accepting a connection");
+        close(fd);
+        return;
+    }
+    c->w = w;
+    c->id = worker_next_conn_id(w);
+    c->cfd = fd;
+    c->ufd = -1;
+    c->listen = listen;
+    memcpy(&c->client, peer, peer_len < sizeof(c->client) ? peer_len : sizeof(c->client));
+    gettimeofday(&c->started, NULL);
+    conn_link(c);
+    event_assign(&c->cev_w, w->base, fd, EV_WRITE | EV_PERSIST, conn_on_io, c);
+    evtimer_assign(&c->timer, w->base, conn_on_timer, c);
+    event_assign(&c->cev_r, w->base, fd, EV_READ | EV_PERSIST | EV_ET, conn_on_io, c);
+    c->peeking = true;
+    if (conn_learn_destination(c) != 0) {
+        conn_close_now(c);
+        return;
+    }
+    bool explicit = conn_cfg(c)->mode == CONFIG_MODE_EXPLICIT;
+    c->state = explicit ? CONN_PROXY_REQUEST : CONN_PEEK;
+    conn_timer_ms(c, explicit ? conn_cfg(c)->handshake_timeout_ms
+                              : conn_cfg(c)->first_byte_timeout_ms);
+    conn_advance(c);
+    if (c->closing)
+        conn_close_now(c);
+}

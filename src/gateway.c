@@ -1,0 +1,169 @@
+/* gateway: start-up, the workers, signals, and an orderly shutdown. */
+#include "gateway.h"
+
+#include <event2/thread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "ca.h"
+#include "conn.h"
+#include "connlog.h"
+#include "listener.h"
+#include "log.h"
+#include "tls.h"
+#include "worker.h"
+
+/* Each intercepted connection holds two descriptors: use all the process may have. */
+static void gateway_raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+/* Loads the CA, creating one on first start. */
+static struct ca *gateway_load_ca(const struct config *cfg)
+{
+    char err[512];
+    if (!ca_exists(cfg->ca_dir)) {
+        if (ca_init(cfg->ca_dir, CA_KEY_EC_P256, NULL, false, err, sizeof(err)) != 0) {
+            log_msg(LOG_ERROR, "%s", err);
+            return NULL;
+        }
+        log_msg(LOG_INFO,
+                "created a new CA in %s: clients must trust %s/ca.pem "
+                "(sluice ca export --ca-dir %s --format pem|der|p12)",
+                cfg->ca_dir, cfg->ca_dir, cfg->ca_dir);
+    }
+    struct ca *ca = ca_load(cfg->ca_dir, err, sizeof(err));
+    if (!ca)
+        log_msg(LOG_ERROR, "%s", err);
+    return ca;
+}
+
+static int gateway_prepare(struct gateway *gw, struct config *cfg)
+{
+    char err[512];
+    gw->cfg = cfg;
+    gw->conn_log_fd = -1;
+    gw->n_workers = cfg->workers;
+    if (!(gw->ca = gateway_load_ca(cfg)))
+        return -1;
+    if (!(gw->client_ctx = conn_client_ctx_new()))
+        return -1;
+    if (!(gw->upstream_ctx = tls_upstream_ctx_new(cfg->upstream_ca, err, sizeof(err))))
+        goto fail;
+    if (cfg->conn_log && (gw->conn_log_fd = connlog_open(cfg->conn_log, err, sizeof(err))) < 0)
+        goto fail;
+    if (!(gw->sockets = listener_open_all(cfg, gw->n_workers, &gw->n_sockets, err, sizeof(err))))
+        goto fail;
+    return 0;
+fail:
+    log_msg(LOG_ERROR, "%s", err);
+    return -1;
+}
+
+static void gateway_release(struct gateway *gw)
+{
+    listener_close_all(gw->sockets, gw->n_sockets);
+    if (gw->conn_log_fd >= 0)
+        close(gw->conn_log_fd);
+    SSL_CTX_free(gw->client_ctx);
+    SSL_CTX_free(gw->upstream_ctx);
+    ca_free(gw->ca);
+    free(gw->workers);
+}
+
+static int gateway_start_workers(struct gateway *gw)
+{
+    if (!(gw->workers = calloc((size_t)gw->n_workers, sizeof(*gw->workers))))
+        return -1;
+    for (int i = 0; i < gw->n_workers; i++)
+        if (!(gw->workers[i] = worker_new(gw, i)))
+            goto fail;
+    for (int i = 0; i < gw->n_workers; i++) {
+        if (worker_start(gw->workers[i]) != 0) {
+            for (int k = 0; k < i; k++) {
+                worker_request_stop(gw->workers[k]);
+                worker_join_free(gw->workers[k]);
+                gw->workers[k] = NULL;
+            }
+            goto fail;
+        }
+    }
+    return 0;
+fail:
+    for (int i = 0; i < gw->n_workers; i++) {
+        worker_free(gw->workers[i]);
+        gw->workers[i] = NULL;
+    }
+    log_msg(LOG_ERROR, "cannot start %d workers", gw->n_workers);
+    return -1;
+}
+
+static void gateway_log_ready(const struct gateway *gw)
+{
+    const struct config *cfg = gw->cfg;
+    for (size_t i = 0; i < cfg->n_listen; i++)
+        log_msg(LOG_INFO, "listening on %s (%s mode%s%s%s), %d workers", cfg->listen[i].text,
+                config_mode_name(cfg->mode), cfg->mode == CONFIG_MODE_FIXED ? " to " : "",
+                cfg->mode == CONFIG_MODE_FIXED ? cfg->fixed_host : "",
+                cfg->mode == CONFIG_MODE_FIXED ? "" : "", gw->n_workers);
+}
+
+/* Waits for SIGTERM or SIGINT (blocked in every thread and taken here with sigwait). */
+static void gateway_wait_for_stop(void)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    for (;;) {
+        int sig = 0;
+        if (sigwait(&set, &sig) != 0)
+            continue;
+        if (sig == SIGHUP) {
+            log_msg(LOG_INFO, "SIGHUP: configuration reload is not supported yet; ignored");
+            continue;
+        }
+        log_msg(LOG_INFO, "%s: no longer accepting; letting open connections finish",
+                sig == SIGTERM ? "SIGTERM" : "SIGINT");
+        return;
+    }
+}
+
+int gateway_run(struct config *cfg)
+{
+    struct gateway gw = {0};
+    int rc = 1;
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, NULL); /* inherited by the workers */
+    signal(SIGPIPE, SIG_IGN);
+    gateway_raise_fd_limit();
+    evthread_use_pthreads();
+    log_set_level((enum log_level)cfg->log_level);
+    if (gateway_prepare(&gw, cfg) != 0 || gateway_start_workers(&gw) != 0)
+        goto out;
+    gateway_log_ready(&gw);
+    gateway_wait_for_stop();
+    for (int i = 0; i < gw.n_workers; i++)
+        worker_request_stop(gw.workers[i]);
+    for (int i = 0; i < gw.n_workers; i++)
+        worker_join_free(gw.workers[i]);
+    log_msg(LOG_INFO, "stopped");
+    rc = 0;
+out:
+    gateway_release(&gw);
+    return rc;
+}

@@ -1,0 +1,75 @@
+/* relay: moving bytes both ways between the client leg and the upstream leg, each plain TCP
+ * or TLS, with one bounded buffer per direction (backpressure), half-close carried across
+ * (close_notify and FIN), and truncation (EOF without close_notify) mirrored as such. */
+#ifndef SLUICE_RELAY_H
+#define SLUICE_RELAY_H
+
+#include <openssl/ssl.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bufpool.h"
+
+enum relay_side { RELAY_CLIENT = 0, RELAY_UPSTREAM = 1 };
+
+/* Readiness a blocked relay waits for, per side. */
+#define RELAY_WANT_READ(side) (1u << (2 * (side)))
+#define RELAY_WANT_WRITE(side) (2u << (2 * (side)))
+
+enum relay_status { RELAY_CONTINUE = 0, RELAY_FINISHED = 1, RELAY_FAILED = -1 };
+
+struct relay_leg;
+
+/* Transport operations of one leg: plain TCP or TLS. Each returns bytes moved (>0), 0 for a
+ * clean end (read) or success (shutdown), or one of the negative codes below; RELAY_IO_AGAIN
+ * sets *want to the readiness it needs. */
+#define RELAY_IO_AGAIN (-1)
+#define RELAY_IO_ERROR (-2)
+#define RELAY_IO_TRUNCATED (-3) /* TLS: the peer closed without close_notify */
+struct relay_leg_ops {
+    int (*read)(struct relay_leg *leg, void *buf, size_t len, unsigned *want);
+    int (*write)(struct relay_leg *leg, const void *buf, size_t len, unsigned *want);
+    int (*shutdown)(struct relay_leg *leg, bool clean, unsigned *want);
+};
+
+struct relay_leg {
+    const struct relay_leg_ops *ops;
+    int fd;
+    SSL *ssl;          /* borrowed; NULL for TCP */
+    enum relay_side side;
+    char error[96];    /* set on RELAY_IO_ERROR */
+};
+
+struct relay_dir {
+    uint8_t *buf;      /* from the pool while it holds bytes; NULL when empty */
+    uint32_t off, len;
+    bool src_eof, truncated, done;
+    uint64_t bytes;
+};
+
+/* dir[0] moves client -> upstream ("up"), dir[1] upstream -> client ("down"). */
+struct relay {
+    struct relay_leg leg[2];
+    struct relay_dir dir[2];
+    struct bufpool *pool;   /* borrowed: the worker's */
+    unsigned want;          /* after RELAY_CONTINUE: the readiness to wait for */
+    bool progressed;        /* the last pump moved at least one byte or state */
+};
+
+/* Sets up a relay over the two legs (fds and SSLs borrowed; ssl NULL for TCP). */
+void relay_init(struct relay *r, struct bufpool *pool, int cfd, SSL *cssl, int ufd, SSL *ussl);
+
+/* Preloads bytes to send upstream before anything read from the client (a rewritten proxy
+ * request head). Returns 0, or -1 when len exceeds a buffer. */
+int relay_preload_up(struct relay *r, const void *data, size_t len);
+
+/* Moves as much as possible without blocking. RELAY_CONTINUE: wait for r->want;
+ * RELAY_FINISHED: both directions ended cleanly; RELAY_FAILED: err holds the reason, naming
+ * the side ("client: Connection reset by peer"). */
+enum relay_status relay_pump(struct relay *r, char *err, size_t errlen);
+
+/* Returns buffers to the pool; the relay is unusable afterwards. */
+void relay_release(struct relay *r);
+
+#endif
