@@ -54,6 +54,8 @@ struct conn {
     bool closing;             /* close once the current callback returns */
     bool upstream_failed;     /* the client gets a 502 page or an alert, never content */
     bool relay_started;
+    bool upstream_tls_done;   /* handshakes completed (post-handshake messages may later */
+    bool client_tls_done;     /* put OpenSSL's state machine back "in init") */
     bool fail_with_alert;     /* ... an alert: the client offered ALPN, but not HTTP/1.1 */
     const struct config_listen *listen;
     struct sockaddr_storage client, dst;
@@ -416,16 +418,8 @@ static void conn_do_dial(struct conn *c)
     conn_set_peeking(c, false);
     conn_watch(c, 0);
     const struct config *cfg = conn_cfg(c);
-    const char *host = NULL;
-    uint16_t port = 0;
-    if (cfg->mode == CONFIG_MODE_EXPLICIT) {
-        host = c->target;
-        port = c->port;
-    } else if (cfg->mode == CONFIG_MODE_FIXED) {
-        host = cfg->fixed_host;
-        port = cfg->fixed_port;
-    }
-    c->dial = dial_start(c->w->base, c->w->dns, host, port, (struct sockaddr *)&c->dst,
+    /* explicit and fixed: a name or IP to resolve; transparent: the original destination */
+    c->dial = dial_start(c->w->base, c->w->dns, c->target, c->port, (struct sockaddr *)&c->dst,
                          conn_on_dialed, c);
     if (!c->dial) {
         conn_fail(c, "connect", "out of memory");
@@ -466,6 +460,7 @@ static int conn_handshake_step(struct conn *c, SSL *ssl, enum relay_side side, c
 
 static void conn_upstream_verified(struct conn *c)
 {
+    c->upstream_tls_done = true;
     c->up_version = SSL_version(c->ussl);
     c->leaf = mint_leaf_for(c->w->mint, SSL_get0_peer_certificate(c->ussl), c->host);
     if (!c->leaf) {
@@ -509,8 +504,8 @@ static void conn_upstream_failed(struct conn *c, const char *stage, const char *
         return;
     }
     c->upstream_failed = true;
-    c->fail_with_alert =
-        c->alpn_offer_len > 0 && !alpn_list_has(c->alpn_offer, c->alpn_offer_len, "http/1.1");
+    /* HTTP clients offer ALPN; one that does not offer http/1.1 cannot read the page. */
+    c->fail_with_alert = !alpn_list_has(c->alpn_offer, c->alpn_offer_len, "http/1.1");
     conn_watch(c, c->watching & (RELAY_WANT_READ(RELAY_CLIENT) | RELAY_WANT_WRITE(RELAY_CLIENT)));
     if (!c->fail_with_alert && !(c->leaf = mint_leaf_for_name(c->w->mint, c->host))) {
         c->closing = true;
@@ -535,6 +530,7 @@ static void conn_do_client_tls(struct conn *c)
         conn_fail(c, "client_handshake", c->fail_with_alert ? "upstream failed; alert sent" : why);
         return;
     }
+    c->client_tls_done = true;
     mint_leaf_release(c->leaf);
     c->leaf = NULL;
     if (c->upstream_failed) {
@@ -610,12 +606,6 @@ static void conn_do_fail_read(struct conn *c)
         return;
     }
     c->relay.dir[0].bytes += (uint64_t)n;
-    /* Without ALPN, answer only what looks like an HTTP request line. */
-    bool http = c->alpn_offer_len > 0 || (n > 4 && buf[0] >= 'A' && buf[0] <= 'Z');
-    if (!http) {
-        c->closing = true;
-        return;
-    }
     conn_build_fail_page(c);
     c->state = c->page ? CONN_FAIL_WRITE : c->state;
     c->closing = !c->page;
@@ -784,10 +774,10 @@ static void conn_on_timer(evutil_socket_t fd, short what, void *arg)
 
 /* ---- the record at close ---- */
 
-static void json_tls(struct json *j, const char *key, SSL *ssl)
+static void json_tls(struct json *j, const char *key, SSL *ssl, bool done)
 {
     json_key(j, key);
-    if (!ssl || !SSL_is_init_finished(ssl)) {
+    if (!ssl || !done) {
         json_null(j);
         return;
     }
@@ -840,7 +830,7 @@ static void json_verify(struct json *j, const struct conn *c)
         json_null(j);
         return;
     }
-    bool ok = c->vr.error == X509_V_OK && c->vr.leaf && SSL_is_init_finished(c->ussl);
+    bool ok = c->vr.error == X509_V_OK && c->vr.leaf && c->upstream_tls_done;
     json_begin(j);
     json_key(j, "ok");
     json_bool(j, ok);
@@ -884,15 +874,15 @@ static void conn_log_record(struct conn *c)
     json_kv_str(&j, "action", connlog_action_name(c->action));
     const unsigned char *alpn = NULL;
     unsigned int alpn_len = 0;
-    if (c->cssl && SSL_is_init_finished(c->cssl))
+    if (c->client_tls_done)
         SSL_get0_alpn_selected(c->cssl, &alpn, &alpn_len);
     json_key(&j, "alpn");
     if (alpn_len)
         json_strn(&j, (const char *)alpn, alpn_len);
     else
         json_null(&j);
-    json_tls(&j, "client_tls", c->cssl);
-    json_tls(&j, "upstream_tls", c->ussl);
+    json_tls(&j, "client_tls", c->cssl, c->client_tls_done);
+    json_tls(&j, "upstream_tls", c->ussl, c->upstream_tls_done);
     json_cert(&j, c->vr.leaf);
     json_verify(&j, c);
     json_kv_uint(&j, "bytes_up", c->relay.dir[0].bytes);
@@ -985,7 +975,13 @@ void conn_close_all(struct worker *w, const char *reason)
 static int conn_learn_destination(struct conn *c)
 {
     socklen_t len;
-    if (conn_cfg(c)->mode != CONFIG_MODE_TRANSPARENT)
+    const struct config *cfg = conn_cfg(c);
+    if (cfg->mode == CONFIG_MODE_FIXED) {
+        c->target = strdup(cfg->fixed_host);
+        c->port = cfg->fixed_port;
+        return c->target ? 0 : -1;
+    }
+    if (cfg->mode != CONFIG_MODE_TRANSPARENT)
         return 0;
     if (listener_original_dst(c->cfd, &c->dst, &len) != 0) {
         conn_set_error(c, "accept",

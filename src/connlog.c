@@ -19,7 +19,7 @@ const char *connlog_action_name(enum connlog_action a)
     case CONNLOG_HTTP:
         return "http";
     default:
-        return "none";
+        return NULL; /* closed before a decision: logged as null */
     }
 }
 

@@ -12,6 +12,7 @@ enum connlog_action {
     CONNLOG_HTTP,      /* explicit proxy: a plain http:// request forwarded */
 };
 
+/* The record's `action` value; NULL (logged as null) when no decision was made. */
 const char *connlog_action_name(enum connlog_action a);
 
 /* Opens the log: "-" is stdout, else path is opened for appending (created 0640).

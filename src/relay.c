@@ -147,6 +147,7 @@ int relay_preload_up(struct relay *r, const void *data, size_t len)
     memcpy(d->buf, data, len);
     d->off = 0;
     d->len = (uint32_t)len;
+    d->bytes += len;
     return 0;
 }
 
