@@ -21,12 +21,32 @@ struct ca {
     size_t ski_len;
 };
 
+/* Errors: every function taking err/errlen fills it with one line the operator can act on
+ * (file, what is wrong, how to fix), without the "sluice: " prefix the caller prints. */
+
 /* Parses "ec-p256" | "rsa-2048" | "rsa-3072". Returns 0 and sets *out, or -1. */
 int ca_key_type_parse(const char *s, enum ca_key_type *out);
 const char *ca_key_type_name(enum ca_key_type t);
 
 /* Generates a fresh private key of the given type. Returns a new key (caller owns) or NULL. */
 EVP_PKEY *ca_key_generate(enum ca_key_type type);
+
+/* Returns a key-generation context for type, ready for EVP_PKEY_generate and reusable for
+ * many keys (mint keeps one per worker for RSA leaves). Caller owns (EVP_PKEY_CTX_free); NULL
+ * on failure. */
+EVP_PKEY_CTX *ca_keygen_ctx_new(enum ca_key_type type);
+
+/* Sets a random positive serial on cert (borrowed): 128 random bits below a leading 1 bit,
+ * so it is never short and never negative. Returns 0 or -1. */
+int ca_serial_randomize(X509 *cert);
+
+/* Signs cert (borrowed) with key (borrowed): SHA-256 for RSA and EC keys, the key's own
+ * scheme for EdDSA keys, which take no digest. Returns 0 or -1 (OpenSSL error queue set). */
+int ca_cert_sign(X509 *cert, EVP_PKEY *key);
+
+/* The default CA directory: /var/lib/sluice/ca when running as root, else
+ * $HOME/.local/share/sluice/ca. Returns a static buffer: call from one thread at start-up. */
+const char *ca_default_dir(void);
 
 /* Creates a new self-signed root in dir (created with mode 0700 if missing): ca.pem and ca.key
  * (mode 0600, written to a temporary file then renamed). Refuses (-1, message in err) when
@@ -44,6 +64,11 @@ bool ca_exists(const char *dir);
  * Returns a new struct ca (caller frees with ca_free) or NULL with err filled. */
 struct ca *ca_load(const char *dir, char *err, size_t errlen);
 
+/* Loads only dir/ca.pem, for commands that must not need the key (export): the same checks
+ * on the certificate as ca_load, ski filled, key NULL. New struct ca (ca_free) or NULL. */
+struct ca *ca_load_cert(const char *dir, char *err, size_t errlen);
+
+/* Frees ca, its certificate and key. NULL is a no-op. */
 void ca_free(struct ca *ca);
 
 /* Writes the CA certificate (never the key) in the given format to path, or to stdout when
