@@ -25,6 +25,7 @@
 #include "mint.h"
 #include "proxyreq.h"
 #include "relay.h"
+#include "sesscache.h"
 #include "tls.h"
 #include "worker.h"
 
@@ -430,11 +431,37 @@ static void conn_do_dial(struct conn *c)
 
 /* ---- the upstream handshake ---- */
 
+/* Sessions are keyed by what was verified (the name) and where (port and address). */
+static void conn_session_key(const struct conn *c, char *key, size_t size)
+{
+    char addr[ADDR_TEXT_MAX];
+    snprintf(key, size, "%s|%s", c->host, addr_format((struct sockaddr *)&c->dst, addr, sizeof(addr)));
+}
+
+int conn_on_upstream_session(SSL *ssl, SSL_SESSION *sess)
+{
+    struct conn *c = tls_get_app_data(ssl);
+    char key[320];
+    /* TLS 1.2 hands the session over just before the handshake returns: verification is
+     * already over by then, and a failed one never gets here. */
+    if (!c || c->vr.error != X509_V_OK || !c->vr.leaf)
+        return 0;
+    conn_session_key(c, key, sizeof(key));
+    sesscache_put(c->w->sessions, key, sess);
+    return 1;
+}
+
 static int conn_upstream_tls_start(struct conn *c)
 {
+    char key[320];
     c->ussl = SSL_new(c->w->gw->upstream_ctx);
     if (!c->ussl || !SSL_set_fd(c->ussl, c->ufd) ||
         tls_upstream_prepare(c->ussl, c->host, c->alpn_offer, c->alpn_offer_len, &c->vr) != 0)
+        return -1;
+    tls_set_app_data(c->ussl, c);
+    conn_session_key(c, key, sizeof(key));
+    SSL_SESSION *sess = sesscache_get(c->w->sessions, key);
+    if (sess && !SSL_set_session(c->ussl, sess))
         return -1;
     SSL_set_connect_state(c->ussl);
     return 0;
@@ -461,6 +488,12 @@ static int conn_handshake_step(struct conn *c, SSL *ssl, enum relay_side side, c
 static void conn_upstream_verified(struct conn *c)
 {
     c->upstream_tls_done = true;
+    /* A resumed session skips the verify callback: its certificate and result come from
+     * the session, which was only cached after a successful verification. */
+    if (SSL_session_reused(c->ussl) && !c->vr.leaf) {
+        c->vr.leaf = SSL_get1_peer_certificate(c->ussl);
+        c->vr.error = (int)SSL_get_verify_result(c->ussl);
+    }
     c->up_version = SSL_version(c->ussl);
     c->leaf = mint_leaf_for(c->w->mint, SSL_get0_peer_certificate(c->ussl), c->host);
     if (!c->leaf) {
@@ -784,6 +817,8 @@ static void json_tls(struct json *j, const char *key, SSL *ssl, bool done)
     json_begin(j);
     json_kv_str(j, "version", SSL_get_version(ssl));
     json_kv_str(j, "cipher", SSL_get_cipher_name(ssl));
+    json_key(j, "resumed");
+    json_bool(j, SSL_session_reused(ssl));
     json_end(j);
 }
 

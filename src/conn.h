@@ -20,6 +20,10 @@ void conn_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_
 /* Builds the client-facing TLS context wired to this module's hello and ALPN callbacks. */
 SSL_CTX *conn_client_ctx_new(void);
 
+/* The upstream context's new-session callback: keeps verified upstream sessions in the
+ * worker's cache for resumption. */
+int conn_on_upstream_session(SSL *ssl, SSL_SESSION *sess);
+
 /* Closes every connection of w (shutdown deadline), each logged with `reason`. */
 void conn_close_all(struct worker *w, const char *reason);
 

@@ -57,7 +57,8 @@ static int gateway_prepare(struct gateway *gw, struct config *cfg)
         return -1;
     if (!(gw->client_ctx = conn_client_ctx_new()))
         return -1;
-    if (!(gw->upstream_ctx = tls_upstream_ctx_new(cfg->upstream_ca, err, sizeof(err))))
+    if (!(gw->upstream_ctx =
+              tls_upstream_ctx_new(cfg->upstream_ca, conn_on_upstream_session, err, sizeof(err))))
         goto fail;
     if (cfg->conn_log && (gw->conn_log_fd = connlog_open(cfg->conn_log, err, sizeof(err))) < 0)
         goto fail;

@@ -96,7 +96,8 @@ static int tls_on_verify(int ok, X509_STORE_CTX *store)
     return ok;
 }
 
-SSL_CTX *tls_upstream_ctx_new(const char *upstream_ca, char *err, size_t errlen)
+SSL_CTX *tls_upstream_ctx_new(const char *upstream_ca, tls_new_session_cb session_cb, char *err,
+                              size_t errlen)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
     if (!ctx || tls_common_settings(ctx) != 0) {
@@ -112,6 +113,8 @@ SSL_CTX *tls_upstream_ctx_new(const char *upstream_ca, char *err, size_t errlen)
     }
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, tls_on_verify);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(ctx, session_cb);
+    tls_ensure_index();
     ERR_clear_error();
     return ctx;
 fail:

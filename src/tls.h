@@ -13,6 +13,8 @@ typedef int (*tls_client_hello_cb)(SSL *ssl, int *alert, void *arg);
 /* Called from the ALPN select callback: choose from the client's list `in` (wire format). */
 typedef int (*tls_alpn_select_cb)(SSL *ssl, const unsigned char **out, unsigned char *outlen,
                                   const unsigned char *in, unsigned int inlen, void *arg);
+/* Called when an upstream hands us a session to resume later; return 1 to keep sess. */
+typedef int (*tls_new_session_cb)(SSL *ssl, SSL_SESSION *sess);
 
 /* What upstream verification found; embedded in the connection, reached from the verify
  * callback through the SSL's app data. */
@@ -28,8 +30,9 @@ SSL_CTX *tls_client_side_ctx_new(tls_client_hello_cb hello_cb, tls_alpn_select_c
 
 /* Builds the upstream context: a fixed grade-A hello (TLS 1.2-1.3, ECDHE + AEAD, security
  * level 2), full verification against upstream_ca (PEM file of trusted roots) or the system
- * store when NULL. Returns NULL with err filled on failure. */
-SSL_CTX *tls_upstream_ctx_new(const char *upstream_ca, char *err, size_t errlen);
+ * store when NULL, and sessions handed to session_cb for resumption. NULL + err on failure. */
+SSL_CTX *tls_upstream_ctx_new(const char *upstream_ca, tls_new_session_cb session_cb, char *err,
+                              size_t errlen);
 
 /* Configures an upstream SSL: SNI (names only, not IP literals), the name or IP to verify,
  * the ALPN list to offer (wire format, may be empty), and where verification results go

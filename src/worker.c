@@ -13,7 +13,9 @@
 #include "listener.h"
 #include "log.h"
 #include "mint.h"
+#include "sesscache.h"
 
+#define WORKER_SESSION_SLOTS 4096 /* upstream sessions kept per worker */
 #define WORKER_POOL_KEEP 256 /* relay buffers kept for reuse: 4 MiB per worker at most */
 
 /* ClientHellos up to CLIENTHELLO_MAX, spread over many records, with their headers. */
@@ -70,6 +72,7 @@ struct worker *worker_new(struct gateway *gw, int index)
     w->scratch_size = WORKER_SCRATCH_SIZE;
     if (!(w->base = event_base_new()) || !(w->dns = worker_dns_new(w->base)) ||
         !(w->mint = mint_cache_new(gw->ca, gw->cfg->leaf_key, gw->cfg->cert_cache_size)) ||
+        !(w->sessions = sesscache_new(WORKER_SESSION_SLOTS)) ||
         !(w->pool = bufpool_new(WORKER_POOL_KEEP)) || !(w->scratch = malloc(w->scratch_size)) ||
         !(w->stop_ev = event_new(w->base, -1, 0, worker_on_stop, w)) ||
         !(w->deadline_ev = evtimer_new(w->base, worker_on_deadline, w)) ||
@@ -113,6 +116,7 @@ void worker_free(struct worker *w)
     if (w->dns)
         evdns_base_free(w->dns, 0);
     mint_cache_free(w->mint);
+    sesscache_free(w->sessions);
     bufpool_free(w->pool);
     free(w->scratch);
     if (w->base)

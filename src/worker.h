@@ -20,6 +20,7 @@ struct worker {
     struct event_base *base;
     struct evdns_base *dns;
     struct mint_cache *mint;
+    struct sesscache *sessions;    /* upstream TLS sessions for resumption */
     struct bufpool *pool;
     uint8_t *scratch;              /* peek buffer for ClientHellos and proxy requests */
     size_t scratch_size;
