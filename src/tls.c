@@ -2,7 +2,11 @@
 #include "tls.h"
 
 #include <errno.h>
+#include <openssl/core_names.h>
 #include <openssl/err.h>
+#include <openssl/rand.h>
+#include <pthread.h>
+#include <time.h>
 #include <openssl/x509v3.h>
 #include <stdio.h>
 #include <string.h>
@@ -18,6 +22,23 @@ static const char TLS_CIPHERS_12[] =
 static const char TLS_CIPHERS_13[] =
     "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256";
 static const char TLS_GROUPS[] = "X25519:P-256:P-384";
+
+/* Session tickets for clients: keys rotate every TLS_TICKET_ROTATE_S; tickets under the
+ * previous key are still accepted (and renewed) for one more period, so a ticket lives at
+ * most two periods. Keys are shared by all workers (a client may come back on any of them). */
+#define TLS_TICKET_ROTATE_S 3600
+
+struct tls_ticket_key {
+    unsigned char name[16];
+    unsigned char aes[32];
+    unsigned char hmac[32];
+    time_t created;
+};
+
+static struct {
+    pthread_rwlock_t lock;
+    struct tls_ticket_key cur, prev;
+} tls_tickets = {.lock = PTHREAD_RWLOCK_INITIALIZER};
 
 static int tls_app_data_index = -1;
 static tls_client_hello_cb tls_hello_cb;
@@ -59,6 +80,82 @@ static int tls_on_client_hello(SSL *ssl, int *alert, void *arg)
     return tls_hello_cb(ssl, alert, tls_get_app_data(ssl));
 }
 
+static int tls_ticket_key_new(struct tls_ticket_key *k, time_t now)
+{
+    k->created = now;
+    return RAND_bytes(k->name, sizeof(k->name)) == 1 && RAND_bytes(k->aes, sizeof(k->aes)) == 1 &&
+                   RAND_bytes(k->hmac, sizeof(k->hmac)) == 1
+               ? 0
+               : -1;
+}
+
+/* Copies the current key, rotating first when it is due. */
+static int tls_ticket_current(struct tls_ticket_key *out)
+{
+    time_t now = time(NULL);
+    pthread_rwlock_rdlock(&tls_tickets.lock);
+    bool due = now - tls_tickets.cur.created >= TLS_TICKET_ROTATE_S;
+    *out = tls_tickets.cur;
+    pthread_rwlock_unlock(&tls_tickets.lock);
+    if (!due)
+        return 0;
+    pthread_rwlock_wrlock(&tls_tickets.lock);
+    int rc = 0;
+    if (now - tls_tickets.cur.created >= TLS_TICKET_ROTATE_S) {
+        struct tls_ticket_key fresh;
+        rc = tls_ticket_key_new(&fresh, now);
+        if (rc == 0) {
+            tls_tickets.prev = tls_tickets.cur;
+            tls_tickets.cur = fresh;
+        }
+    }
+    *out = tls_tickets.cur;
+    pthread_rwlock_unlock(&tls_tickets.lock);
+    return rc;
+}
+
+/* 1: use this key; 2: it is the previous key, issue a fresh ticket; 0: unknown key. */
+static int tls_ticket_lookup(const unsigned char *name, struct tls_ticket_key *out)
+{
+    int rc = 0;
+    pthread_rwlock_rdlock(&tls_tickets.lock);
+    if (memcmp(name, tls_tickets.cur.name, 16) == 0) {
+        *out = tls_tickets.cur;
+        rc = 1;
+    } else if (tls_tickets.prev.created &&
+               time(NULL) - tls_tickets.prev.created < 2 * TLS_TICKET_ROTATE_S &&
+               memcmp(name, tls_tickets.prev.name, 16) == 0) {
+        *out = tls_tickets.prev;
+        rc = 2;
+    }
+    pthread_rwlock_unlock(&tls_tickets.lock);
+    return rc;
+}
+
+static int tls_on_ticket_key(SSL *ssl, unsigned char key_name[16], unsigned char iv[16],
+                             EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx, int enc)
+{
+    (void)ssl;
+    struct tls_ticket_key k;
+    int rc = 1;
+    if (enc) {
+        if (tls_ticket_current(&k) != 0 || RAND_bytes(iv, 16) != 1)
+            return -1;
+        memcpy(key_name, k.name, 16);
+    } else if ((rc = tls_ticket_lookup(key_name, &k)) == 0) {
+        return 0;
+    }
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, k.hmac, sizeof(k.hmac)),
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
+        OSSL_PARAM_construct_end()};
+    int ok = EVP_MAC_CTX_set_params(hctx, params) &&
+             (enc ? EVP_EncryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k.aes, iv)
+                  : EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k.aes, iv));
+    OPENSSL_cleanse(&k, sizeof(k));
+    return ok ? rc : -1;
+}
+
 SSL_CTX *tls_client_side_ctx_new(tls_client_hello_cb hello_cb, tls_alpn_select_cb alpn_cb)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
@@ -71,6 +168,10 @@ SSL_CTX *tls_client_side_ctx_new(tls_client_hello_cb hello_cb, tls_alpn_select_c
     SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, NULL);
     /* Sessions resume through stateless tickets; no server-side cache to share or lock. */
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    SSL_CTX_set_timeout(ctx, 2 * TLS_TICKET_ROTATE_S);
+    if (tls_ticket_key_new(&tls_tickets.cur, time(NULL)) != 0 ||
+        !SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, tls_on_ticket_key))
+        goto fail;
     return ctx;
 fail:
     log_openssl(LOG_ERROR, "cannot build the client-side TLS context");
