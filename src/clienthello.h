@@ -10,24 +10,24 @@
 #define CLIENTHELLO_MAX 65536
 
 enum clienthello_result {
-    CLIENTHELLO_OK = 0,          /* a complete ClientHello was parsed */
-    CLIENTHELLO_NEED_MORE = 1,   /* looks like TLS so far; more bytes needed */
-    CLIENTHELLO_NOT_TLS = -1,    /* first bytes are not a TLS handshake record */
-    CLIENTHELLO_MALFORMED = -2,  /* TLS record framing but the hello is invalid */
-    CLIENTHELLO_TOO_BIG = -3,    /* handshake message longer than CLIENTHELLO_MAX */
+    CLIENTHELLO_OK = 0,         /* a complete ClientHello was parsed */
+    CLIENTHELLO_NEED_MORE = 1,  /* looks like TLS so far; more bytes needed */
+    CLIENTHELLO_NOT_TLS = -1,   /* first bytes are not a TLS handshake record */
+    CLIENTHELLO_MALFORMED = -2, /* TLS record framing but the hello is invalid */
+    CLIENTHELLO_TOO_BIG = -3,   /* handshake message longer than CLIENTHELLO_MAX */
 };
 
 struct clienthello {
-    uint16_t record_version;     /* version in the first record header */
-    uint16_t legacy_version;     /* client_version field */
+    uint16_t record_version; /* version in the first record header */
+    uint16_t legacy_version; /* client_version field */
     bool has_sni;
-    char sni[256];               /* host_name, NUL-terminated, as sent (not lower-cased) */
-    size_t alpn_len;             /* length of alpn (wire format: len-prefixed strings) */
-    uint8_t alpn[512];           /* truncated lists are MALFORMED-free: only first 512 bytes kept */
-    size_t n_versions;           /* supported_versions extension entries */
+    char sni[256];     /* host_name, NUL-terminated, as sent (not lower-cased) */
+    size_t alpn_len;   /* length of alpn (wire format: len-prefixed strings) */
+    uint8_t alpn[512]; /* longer lists are not MALFORMED: the whole entries that fit are kept */
+    size_t n_versions; /* supported_versions extension entries */
     uint16_t versions[16];
-    size_t n_suites;             /* number of cipher suites offered */
-    size_t hello_len;            /* total bytes of records that carried the hello */
+    size_t n_suites;  /* number of cipher suites offered */
+    size_t hello_len; /* total bytes of records that carried the hello */
 };
 
 /* Parses buf[0..len). Handles a hello split across several TLS records and partial input.

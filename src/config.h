@@ -27,22 +27,22 @@ struct config {
     struct config_listen listen[CONFIG_MAX_LISTEN];
     size_t n_listen;
     enum config_mode mode;
-    char *fixed_host;          /* mode fixed: HOST (name or IP literal) */
-    uint16_t fixed_port;       /* mode fixed: PORT */
-    char *ca_dir;              /* default: /var/lib/sluice/ca as root, else ~/.local/share/sluice/ca */
-    char *upstream_ca;         /* NULL: the system trust store */
-    char *conn_log;            /* NULL: no connection log; "-": stdout */
-    int workers;               /* default: number of online cores */
-    unsigned connect_timeout_ms;   /* default 10 s: DNS + TCP connect to the upstream */
-    unsigned handshake_timeout_ms; /* default 10 s: from accept to both TLS handshakes done */
-    unsigned idle_timeout_ms;      /* default 300 s: no byte in either direction */
-    unsigned shutdown_timeout_ms;  /* default 10 s: how long SIGTERM waits for open connections */
-    unsigned first_byte_timeout_ms;/* default 1 s: client silent this long => relay as TCP
-                                      (server-speaks-first protocols) */
-    enum ca_key_type leaf_key;     /* default ec-p256 */
-    size_t cert_cache_size;        /* default 4096 leaves per worker */
+    char *fixed_host;    /* mode fixed: HOST (name or IP literal) */
+    uint16_t fixed_port; /* mode fixed: PORT */
+    char *ca_dir;        /* default: /var/lib/sluice/ca as root, else ~/.local/share/sluice/ca */
+    char *upstream_ca;   /* NULL: the system trust store */
+    char *conn_log;      /* NULL: no connection log; "-": stdout */
+    int workers;         /* default: number of online cores */
+    unsigned connect_timeout_ms;     /* default 10 s: DNS + TCP connect to the upstream */
+    unsigned handshake_timeout_ms;   /* default 10 s: from accept to both TLS handshakes done */
+    unsigned idle_timeout_ms;        /* default 300 s: no byte in either direction */
+    unsigned shutdown_timeout_ms;    /* default 10 s: how long SIGTERM waits for open connections */
+    unsigned first_byte_timeout_ms;  /* default 1 s: client silent this long => relay as TCP
+                                        (server-speaks-first protocols) */
+    enum ca_key_type leaf_key;       /* default ec-p256 */
+    size_t cert_cache_size;          /* default 4096 leaves per worker */
     enum config_log_level log_level; /* default info */
-    char *source;              /* path of the YAML file loaded, or NULL */
+    char *source;                    /* path of the YAML file loaded, or NULL */
 };
 
 /* Fills cfg with defaults. Allocates (ca_dir); pair with config_free. Returns 0 or -1. */
@@ -52,6 +52,12 @@ int config_init_defaults(struct config *cfg);
  * types and bad values fail with err = "FILE:LINE: message" (LINE 1-based) naming the key and
  * what was expected; YAML syntax errors name file and line too. Returns 0 or -1. */
 int config_load_file(struct config *cfg, const char *path, char *err, size_t errlen);
+
+/* Same as config_load_file for YAML text already in memory: data[0..len) (borrowed, need not
+ * be NUL-terminated), with name standing for the file in messages and in cfg->source. On
+ * failure cfg may hold some of the text's settings; callers discard it. Returns 0 or -1. */
+int config_load_buffer(struct config *cfg, const char *name, const char *data, size_t len,
+                       char *err, size_t errlen);
 
 /* Applies one setting given as text, by its YAML key name ("listen", "mode", "ca_dir",
  * "upstream_ca", "conn_log", "workers", "connect_timeout", "handshake_timeout",
@@ -69,10 +75,13 @@ int config_finish(struct config *cfg, char *err, size_t errlen);
 void config_free(struct config *cfg);
 
 /* Helpers shared with other modules. */
-/* "ADDR:PORT", "[V6]:PORT" or ":PORT"/"PORT" (all IPv4 interfaces) into a listen entry. */
+/* "ADDR:PORT", "[V6]:PORT" or ":PORT"/"PORT" (all IPv4 interfaces) into a listen entry; ADDR
+ * is an IP literal, PORT 0..65535 (0: the kernel picks). 0, or -1 with err = "'S' is not ...". */
 int config_parse_listen(const char *s, struct config_listen *out, char *err, size_t errlen);
-/* "HOST:PORT" / "[V6]:PORT"; host copied into host (size hostlen). 0 or -1. */
+/* "HOST:PORT" / "[V6]:PORT"; host (a DNS name, IPv4 literal, or the IPv6 literal without its
+ * brackets) copied into host (size hostlen), PORT 1..65535. 0 or -1. */
 int config_parse_hostport(const char *s, char *host, size_t hostlen, uint16_t *port);
+/* "250ms", "10s", "5m", "1h" or bare seconds "30", more than 0 and at most 24h. 0 or -1. */
 int config_parse_duration_ms(const char *s, unsigned *ms);
 const char *config_mode_name(enum config_mode m);
 
