@@ -23,6 +23,7 @@ struct dial {
     struct event *ev;              /* connect readiness, or a deferred start */
     int fd;
     bool resolving;
+    bool abandoned;                /* cancelled while resolving: the DNS callback frees us */
     int last_errno;
     dial_done_cb cb;
     void *arg;
@@ -31,8 +32,16 @@ struct dial {
 
 static void dial_free(struct dial *d)
 {
-    if (d->dns_req)
-        evdns_getaddrinfo_cancel(d->dns_req); /* runs the callback with EVUTIL_EAI_CANCEL */
+    if (d->dns_req && !d->abandoned) {
+        /* The resolver calls back later (deferred) with EVUTIL_EAI_CANCEL: free then. */
+        d->abandoned = true;
+        evdns_getaddrinfo_cancel(d->dns_req);
+        if (d->ev) {
+            event_free(d->ev);
+            d->ev = NULL;
+        }
+        return;
+    }
     if (d->ai_list)
         evutil_freeaddrinfo(d->ai_list);
     if (d->ev)
@@ -124,8 +133,12 @@ static void dial_on_resolved(int result, struct evutil_addrinfo *res, void *arg)
     struct dial *d = arg;
     d->dns_req = NULL;
     d->resolving = false;
-    if (result == EVUTIL_EAI_CANCEL)
-        return; /* dial_free is cancelling us */
+    if (d->abandoned) {
+        if (res)
+            evutil_freeaddrinfo(res);
+        dial_free(d);
+        return;
+    }
     if (result != 0 || !res) {
         snprintf(d->reason, sizeof(d->reason), "cannot resolve name: %s",
                  evutil_gai_strerror(result));

@@ -113,8 +113,11 @@ void worker_free(struct worker *w)
         event_free(w->stop_ev);
     if (w->deadline_ev)
         event_free(w->deadline_ev);
-    if (w->dns)
-        evdns_base_free(w->dns, 0);
+    if (w->dns) {
+        /* Fail what is in flight so abandoned lookups call back and free themselves. */
+        evdns_base_free(w->dns, 1);
+        event_base_loop(w->base, EVLOOP_NONBLOCK);
+    }
     mint_cache_free(w->mint);
     sesscache_free(w->sessions);
     bufpool_free(w->pool);
