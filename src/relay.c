@@ -227,6 +227,15 @@ static int relay_dir_step(struct relay *r, int i, struct relay_leg **failed)
     return rc;
 }
 
+/* A leg we have just told of a truncation (FIN without close_notify) answers in kind: an
+ * OpenSSL peer sends decode_error, others reset. That is the truncation's echo, not a new
+ * failure; the direction toward that leg is over anyway. */
+static bool relay_is_truncation_echo(const struct relay *r, const struct relay_leg *failed)
+{
+    const struct relay_dir *toward = &r->dir[1 - failed->side];
+    return toward->truncated && toward->done;
+}
+
 enum relay_status relay_pump(struct relay *r, char *err, size_t errlen)
 {
     bool progress = true;
@@ -238,6 +247,8 @@ enum relay_status relay_pump(struct relay *r, char *err, size_t errlen)
             struct relay_leg *failed = NULL;
             int rc = relay_dir_step(r, i, &failed);
             if (rc < 0) {
+                if (relay_is_truncation_echo(r, failed))
+                    return RELAY_FINISHED;
                 relay_fail(r, failed, err, errlen);
                 return RELAY_FAILED;
             }

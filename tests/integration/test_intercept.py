@@ -251,3 +251,18 @@ def test_two_workers(sluice, origin):
         assert r.rc == 0 and hashlib.sha256(r.body).hexdigest() == support.pattern_sha256(65536), r
     recs = gw2.wait_records(12, pred=dst_port_is(o.port))
     assert len({x["id"] for x in recs}) == 12
+
+
+def test_client_hello_larger_than_16k_over_several_records(gw, good):
+    """Post-quantum-sized hellos: a ClientHello of more than 16 KiB (a long ALPN list) spans
+    two TLS records and many TCP segments; sluice reads all of it before deciding."""
+    protos = ["x%03d" % i + "-" * 240 for i in range(70)] + ["http/1.1"]
+    alpn = ",".join(protos)
+    assert len(alpn) > 16384
+    rc, out = s_client("localhost:%d" % good.port, "-alpn", alpn, proxy=gw.port,
+                       servername="localhost", cafile=gw.ca_pem, ign_eof=True,
+                       data=b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+    assert verify_code(out) == (0, "ok"), out[-3000:]
+    assert good.marker in out, out[-3000:]
+    rec = gw.wait_record(dst_port_is(good.port))
+    assert rec["action"] == "intercept" and "error" not in rec, rec.get("error")
