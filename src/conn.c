@@ -26,6 +26,7 @@
 #include "proxyreq.h"
 #include "relay.h"
 #include "sesscache.h"
+#include "snapshot.h"
 #include "tls.h"
 #include "worker.h"
 
@@ -43,6 +44,7 @@ enum conn_state {
 struct conn {
     struct conn *next, *prev; /* the worker's list */
     struct worker *w;
+    struct snapshot *snap;    /* the configuration this connection started with (own ref) */
     uint64_t id;
     enum conn_state state;
     enum connlog_action action;
@@ -90,7 +92,7 @@ static void conn_upstream_failed(struct conn *c, const char *stage, const char *
 
 static const struct config *conn_cfg(const struct conn *c)
 {
-    return c->w->gw->cfg;
+    return &c->snap->cfg;
 }
 
 /* Records the first failure; the record at close carries it. */
@@ -982,6 +984,7 @@ static void conn_destroy(struct conn *c)
     free(c->alpn_offer);
     free(c->fwd_head);
     free(c->page);
+    snapshot_unref(c->snap);
     conn_unlink(c);
     free(c);
 }
@@ -1038,6 +1041,7 @@ void conn_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_
         return;
     }
     c->w = w;
+    c->snap = snapshot_ref(w->snap);
     c->id = worker_next_conn_id(w);
     c->cfd = fd;
     c->ufd = -1;

@@ -14,8 +14,18 @@
 #include "connlog.h"
 #include "listener.h"
 #include "log.h"
+#include "snapshot.h"
 #include "tls.h"
 #include "worker.h"
+
+static gateway_reload_cb gateway_reloader;
+static void *gateway_reloader_arg;
+
+void gateway_set_reloader(gateway_reload_cb cb, void *arg)
+{
+    gateway_reloader = cb;
+    gateway_reloader_arg = arg;
+}
 
 /* Each intercepted connection holds two descriptors: use all the process may have. */
 static void gateway_raise_fd_limit(void)
@@ -50,6 +60,11 @@ static struct ca *gateway_load_ca(const struct config *cfg)
 static int gateway_prepare(struct gateway *gw, struct config *cfg)
 {
     char err[512];
+    if (!(gw->snap = snapshot_new(cfg, 1))) {
+        log_msg(LOG_ERROR, "out of memory");
+        return -1;
+    }
+    cfg = &gw->snap->cfg;
     gw->cfg = cfg;
     gw->conn_log_fd = -1;
     gw->n_workers = cfg->workers;
@@ -79,6 +94,7 @@ static void gateway_release(struct gateway *gw)
     SSL_CTX_free(gw->upstream_ctx);
     ca_free(gw->ca);
     free(gw->workers);
+    snapshot_unref(gw->snap);
 }
 
 static int gateway_start_workers(struct gateway *gw)
@@ -111,16 +127,84 @@ fail:
 static void gateway_log_ready(const struct gateway *gw)
 {
     const struct config *cfg = gw->cfg;
+    char mode[300];
+    if (cfg->mode == CONFIG_MODE_FIXED)
+        snprintf(mode, sizeof(mode), "fixed mode to %s:%u", cfg->fixed_host, cfg->fixed_port);
+    else
+        snprintf(mode, sizeof(mode), "%s mode", config_mode_name(cfg->mode));
     for (size_t i = 0; i < cfg->n_listen; i++)
-        log_msg(LOG_INFO, "listening on %s (%s mode%s%s%s), %d workers", cfg->listen[i].text,
-                config_mode_name(cfg->mode), cfg->mode == CONFIG_MODE_FIXED ? " to " : "",
-                cfg->mode == CONFIG_MODE_FIXED ? cfg->fixed_host : "",
-                cfg->mode == CONFIG_MODE_FIXED ? "" : "", gw->n_workers);
+        log_msg(LOG_INFO, "listening on %s (%s), %d workers", cfg->listen[i].text, mode,
+                gw->n_workers);
 }
 
-/* Waits for SIGTERM or SIGINT (blocked in every thread and taken here with sigwait). */
-static void gateway_wait_for_stop(void)
+static bool gateway_str_differs(const char *a, const char *b)
 {
+    return (a == NULL) != (b == NULL) || (a && strcmp(a, b) != 0);
+}
+
+/* Names the start-up-only settings a reload tried to change. */
+static void gateway_warn_fixed_settings(const struct config *old, const struct config *neu)
+{
+    bool listen = old->n_listen != neu->n_listen;
+    for (size_t i = 0; !listen && i < old->n_listen; i++)
+        listen = strcmp(old->listen[i].text, neu->listen[i].text) != 0;
+    const char *changed[8];
+    size_t n = 0;
+    if (listen)
+        changed[n++] = "listen";
+    if (old->workers != neu->workers)
+        changed[n++] = "workers";
+    if (gateway_str_differs(old->ca_dir, neu->ca_dir))
+        changed[n++] = "ca_dir";
+    if (gateway_str_differs(old->upstream_ca, neu->upstream_ca))
+        changed[n++] = "upstream_ca";
+    if (gateway_str_differs(old->conn_log, neu->conn_log))
+        changed[n++] = "conn_log";
+    if (old->leaf_key != neu->leaf_key)
+        changed[n++] = "leaf_key";
+    if (old->cert_cache_size != neu->cert_cache_size)
+        changed[n++] = "cert_cache_size";
+    for (size_t i = 0; i < n; i++)
+        log_msg(LOG_WARN, "reload: %s changed, but it takes effect only after a restart",
+                changed[i]);
+}
+
+/* SIGHUP: a new snapshot for new connections, or the old one stays with the error logged. */
+static void gateway_reload(struct gateway *gw, unsigned *generation)
+{
+    char err[1024];
+    struct config cfg;
+    if (!gateway_reloader) {
+        log_msg(LOG_WARN, "SIGHUP: no configuration to reload");
+        return;
+    }
+    memset(&cfg, 0, sizeof(cfg));
+    if (gateway_reloader(&cfg, err, sizeof(err), gateway_reloader_arg) != 0) {
+        log_msg(LOG_ERROR, "reload refused, the running configuration stays in force: %s", err);
+        config_free(&cfg);
+        return;
+    }
+    gateway_warn_fixed_settings(gw->cfg, &cfg);
+    struct snapshot *snap = snapshot_new(&cfg, ++*generation);
+    if (!snap) {
+        log_msg(LOG_ERROR, "reload refused: out of memory");
+        config_free(&cfg);
+        return;
+    }
+    log_set_level((enum log_level)snap->cfg.log_level);
+    for (int i = 0; i < gw->n_workers; i++)
+        worker_post_snapshot(gw->workers[i], snap);
+    log_msg(LOG_INFO, "reloaded the configuration%s%s (generation %u)",
+            snap->cfg.source ? " from " : "", snap->cfg.source ? snap->cfg.source : "",
+            snap->generation);
+    snapshot_unref(snap);
+}
+
+/* Waits for SIGTERM or SIGINT (blocked in every thread and taken here with sigwait);
+ * SIGHUP reloads. */
+static void gateway_wait_for_stop(struct gateway *gw)
+{
+    unsigned generation = 1;
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
@@ -131,7 +215,7 @@ static void gateway_wait_for_stop(void)
         if (sigwait(&set, &sig) != 0)
             continue;
         if (sig == SIGHUP) {
-            log_msg(LOG_INFO, "SIGHUP: configuration reload is not supported yet; ignored");
+            gateway_reload(gw, &generation);
             continue;
         }
         log_msg(LOG_INFO, "%s: no longer accepting; letting open connections finish",
@@ -157,7 +241,7 @@ int gateway_run(struct config *cfg)
     if (gateway_prepare(&gw, cfg) != 0 || gateway_start_workers(&gw) != 0)
         goto out;
     gateway_log_ready(&gw);
-    gateway_wait_for_stop();
+    gateway_wait_for_stop(&gw);
     for (int i = 0; i < gw.n_workers; i++)
         worker_request_stop(gw.workers[i]);
     for (int i = 0; i < gw.n_workers; i++)

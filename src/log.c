@@ -3,23 +3,24 @@
 
 #include <openssl/err.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
-static enum log_level log_min_level = LOG_INFO;
+static atomic_int log_min_level = LOG_INFO; /* changed by a reload while workers log */
 static const char *const log_level_names[] = {"debug", "info", "warn", "error"};
 
 void log_set_level(enum log_level level)
 {
-    log_min_level = level;
+    atomic_store_explicit(&log_min_level, (int)level, memory_order_relaxed);
 }
 
 int log_enabled(enum log_level level)
 {
-    return level >= log_min_level;
+    return (int)level >= atomic_load_explicit(&log_min_level, memory_order_relaxed);
 }
 
 char *log_time_rfc3339(char *buf, unsigned long size)

@@ -4,7 +4,7 @@
 
 enum log_level { LOG_DEBUG = 0, LOG_INFO, LOG_WARN, LOG_ERROR };
 
-/* Sets the lowest level written (default LOG_INFO). Call before starting threads. */
+/* Sets the lowest level written (default LOG_INFO). Safe while other threads log. */
 void log_set_level(enum log_level level);
 int log_enabled(enum log_level level);
 

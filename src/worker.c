@@ -14,6 +14,7 @@
 #include "log.h"
 #include "mint.h"
 #include "sesscache.h"
+#include "snapshot.h"
 
 #define WORKER_SESSION_SLOTS 4096 /* upstream sessions kept per worker */
 #define WORKER_POOL_KEEP 256 /* relay buffers kept for reuse: 4 MiB per worker at most */
@@ -40,6 +41,24 @@ static void worker_on_stop(evutil_socket_t fd, short what, void *arg)
             w->n_conns);
     struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
     evtimer_add(w->deadline_ev, &tv);
+}
+
+static void worker_on_reload(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    (void)fd;
+    (void)what;
+    struct snapshot *snap = atomic_exchange(&w->pending, NULL);
+    if (!snap)
+        return;
+    snapshot_unref(w->snap);
+    w->snap = snap;
+}
+
+void worker_post_snapshot(struct worker *w, struct snapshot *snap)
+{
+    snapshot_unref(atomic_exchange(&w->pending, snapshot_ref(snap)));
+    event_active(w->reload_ev, EV_READ, 0);
 }
 
 static void worker_on_deadline(evutil_socket_t fd, short what, void *arg)
@@ -69,12 +88,14 @@ struct worker *worker_new(struct gateway *gw, int index)
         return NULL;
     w->index = index;
     w->gw = gw;
+    w->snap = snapshot_ref(gw->snap);
     w->scratch_size = WORKER_SCRATCH_SIZE;
     if (!(w->base = event_base_new()) || !(w->dns = worker_dns_new(w->base)) ||
         !(w->mint = mint_cache_new(gw->ca, gw->cfg->leaf_key, gw->cfg->cert_cache_size)) ||
         !(w->sessions = sesscache_new(WORKER_SESSION_SLOTS)) ||
         !(w->pool = bufpool_new(WORKER_POOL_KEEP)) || !(w->scratch = malloc(w->scratch_size)) ||
         !(w->stop_ev = event_new(w->base, -1, 0, worker_on_stop, w)) ||
+        !(w->reload_ev = event_new(w->base, -1, 0, worker_on_reload, w)) ||
         !(w->deadline_ev = evtimer_new(w->base, worker_on_deadline, w)) ||
         !(w->listeners = listener_attach(w, gw->sockets, gw->n_sockets)))
         goto fail;
@@ -113,6 +134,10 @@ void worker_free(struct worker *w)
         event_free(w->stop_ev);
     if (w->deadline_ev)
         event_free(w->deadline_ev);
+    if (w->reload_ev)
+        event_free(w->reload_ev);
+    snapshot_unref(atomic_exchange(&w->pending, NULL));
+    snapshot_unref(w->snap);
     if (w->dns) {
         /* Fail what is in flight so abandoned lookups call back and free themselves. */
         evdns_base_free(w->dns, 1);

@@ -5,6 +5,7 @@
 #define SLUICE_WORKER_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -17,6 +18,9 @@ struct conn;
 struct worker {
     int index;
     struct gateway *gw;            /* shared, read-only */
+    struct snapshot *snap;         /* configuration for new connections (own reference) */
+    struct snapshot *_Atomic pending; /* handed over by a reload, taken by reload_ev */
+    struct event *reload_ev;
     struct event_base *base;
     struct evdns_base *dns;
     struct mint_cache *mint;
@@ -44,6 +48,10 @@ void worker_request_stop(struct worker *w);
 void worker_free(struct worker *w);
 /* Waits for the thread to end and frees the worker. */
 void worker_join_free(struct worker *w);
+
+/* Hands a new configuration to a running worker (thread-safe; adds its own reference). New
+ * connections use it; open ones keep theirs. */
+void worker_post_snapshot(struct worker *w, struct snapshot *snap);
 
 /* A unique connection id across workers. */
 uint64_t worker_next_conn_id(struct worker *w);
