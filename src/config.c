@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "addr.h"
+#include "policy.h"
 
 #define CONFIG_FILE_MAX (16u << 20)
 #define CONFIG_MSG_MAX 512
@@ -33,8 +34,8 @@ typedef int (*config_set_cb)(struct config *cfg, const struct config_key *key, c
                              char *err, size_t errlen);
 
 /* One setting. field is the member written by setters shared between keys (paths, durations);
- * list lets the YAML value also be a sequence, each item applied in turn. A future section
- * (`policy:`) gets a table of its own rows, walked by config_load_mapping under its key. */
+ * list lets the YAML value also be a sequence, each item applied in turn. The `policy:`
+ * section is not a row: its subtree goes whole to the policy parser (config_load_policy). */
 struct config_key {
     const char *name;
     config_set_cb set;
@@ -454,7 +455,7 @@ static int config_fail_at(const struct config_loader *ld, int line, const char *
 
 /* 1-based line where node starts, 0 when unknown. libfyaml 0.7 exposes positions only on
  * scalar tokens, so a collection is placed at its first scalar. */
-static int config_node_line(struct fy_node *node)
+int config_node_line(struct fy_node *node)
 {
     while (node) {
         void *it = NULL;
@@ -473,7 +474,7 @@ static int config_node_line(struct fy_node *node)
 }
 
 /* YAML 1.2 core-schema nulls: `key:`, `key: ~`, `key: null`. Quoted "null" is a string. */
-static bool config_node_is_null(struct fy_node *node)
+bool config_node_is_null(struct fy_node *node)
 {
     if (!node || fy_node_is_null(node))
         return true;
@@ -484,7 +485,7 @@ static bool config_node_is_null(struct fy_node *node)
            strcmp(s, "NULL") == 0;
 }
 
-static const char *config_node_kind(struct fy_node *node)
+const char *config_node_kind(struct fy_node *node)
 {
     if (config_node_is_null(node))
         return "nothing (null)";
@@ -502,7 +503,7 @@ static const char *config_node_kind(struct fy_node *node)
 
 /* The text of a plain string node, or NULL for anything else (null, alias, collection, or a
  * string with a NUL byte that C would silently cut). Owned by the document. */
-static const char *config_node_text(struct fy_node *node)
+const char *config_node_text(struct fy_node *node)
 {
     if (config_node_is_null(node) || !fy_node_is_scalar(node) || fy_node_is_alias(node))
         return NULL;
@@ -548,7 +549,27 @@ static int config_load_value(const struct config_loader *ld, const struct config
     return 0;
 }
 
-/* Applies every pair of map against the keys table. */
+/* The `policy:` section: a subtree handed whole to the policy parser, which builds the
+ * snapshot (lists included) and reports errors as "FILE:LINE: ...". A null section is the
+ * default policy. */
+static int config_load_policy(const struct config_loader *ld, struct fy_node *value)
+{
+    struct policy *p = config_node_is_null(value)
+                           ? policy_new_default(POLICY_INTERCEPT)
+                           : policy_load_node(value, ld->name, ld->err, ld->errlen);
+
+    if (!p) {
+        if (config_node_is_null(value))
+            config_fail_at(ld, 0, "out of memory");
+        return -1;
+    }
+    policy_unref(ld->cfg->policy);
+    ld->cfg->policy = p;
+    return 0;
+}
+
+/* Applies every pair of map against the keys table; the top level's `policy:` section goes to
+ * config_load_policy. */
 static int config_load_mapping(const struct config_loader *ld, struct fy_node *map,
                                const struct config_key *keys, size_t n_keys)
 {
@@ -566,6 +587,11 @@ static int config_load_mapping(const struct config_loader *ld, struct fy_node *m
         if (!name)
             return config_fail_at(ld, line, "a key must be a plain string, got %s",
                                   config_node_kind(knode));
+        if (strcmp(name, "policy") == 0) {
+            if (config_load_policy(ld, value) != 0)
+                return -1;
+            continue;
+        }
         const struct config_key *key = config_find_key(keys, n_keys, name);
         if (!key)
             return config_fail_at(ld, line, "unknown key '%s' (known keys: %s)", name,
@@ -828,6 +854,10 @@ int config_finish(struct config *cfg, char *err, size_t errlen)
         snprintf(err, errlen, "mode: fixed needs HOST:PORT (fixed:example.com:443)");
         return -1;
     }
+    if (!cfg->policy && !(cfg->policy = policy_new_default(POLICY_INTERCEPT))) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
     return 0;
 }
 
@@ -843,4 +873,6 @@ void config_free(struct config *cfg)
     cfg->conn_log = NULL;
     free(cfg->source);
     cfg->source = NULL;
+    policy_unref(cfg->policy);
+    cfg->policy = NULL;
 }

@@ -12,6 +12,9 @@
 
 #define CONFIG_MAX_LISTEN 16
 
+struct fy_node;
+struct policy;
+
 enum config_mode { CONFIG_MODE_EXPLICIT = 0, CONFIG_MODE_TRANSPARENT, CONFIG_MODE_FIXED };
 
 enum config_log_level { CONFIG_LOG_DEBUG = 0, CONFIG_LOG_INFO, CONFIG_LOG_WARN, CONFIG_LOG_ERROR };
@@ -43,6 +46,8 @@ struct config {
     size_t cert_cache_size;          /* default 4096 leaves per worker */
     enum config_log_level log_level; /* default info */
     char *source;                    /* path of the YAML file loaded, or NULL */
+    struct policy *policy;           /* a reference to the `policy:` section's snapshot; after
+                                        config_finish never NULL (no section: intercept all) */
 };
 
 /* Fills cfg with defaults. Allocates (ca_dir); pair with config_free. Returns 0 or -1. */
@@ -84,5 +89,15 @@ int config_parse_hostport(const char *s, char *host, size_t hostlen, uint16_t *p
 /* "250ms", "10s", "5m", "1h" or bare seconds "30", more than 0 and at most 24h. 0 or -1. */
 int config_parse_duration_ms(const char *s, unsigned *ms);
 const char *config_mode_name(enum config_mode m);
+
+/* YAML node helpers, shared with the `policy:` section's parser (policy_parse.c). */
+/* 1-based line where node starts (a collection: its first scalar), 0 when unknown. */
+int config_node_line(struct fy_node *node);
+/* YAML 1.2 core-schema null (`key:`, `~`, `null`); a quoted "null" is a string. */
+bool config_node_is_null(struct fy_node *node);
+/* "a string", "a sequence", "a mapping", "nothing (null)", ... for messages. */
+const char *config_node_kind(struct fy_node *node);
+/* The text of a string node; NULL for null, alias, collection or a string with a NUL byte. */
+const char *config_node_text(struct fy_node *node);
 
 #endif

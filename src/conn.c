@@ -23,6 +23,8 @@
 #include "listener.h"
 #include "log.h"
 #include "mint.h"
+#include "pinning.h"
+#include "policy.h"
 #include "proxyreq.h"
 #include "relay.h"
 #include "sesscache.h"
@@ -56,6 +58,8 @@ struct conn {
     bool got_bytes;           /* the client has sent something */
     bool closing;             /* close once the current callback returns */
     bool upstream_failed;     /* the client gets a 502 page or an alert, never content */
+    bool block_page;          /* blocked by policy: the client gets the 403 block page */
+    bool leaf_sent;           /* the hello callback handed the forged leaf to OpenSSL */
     bool relay_started;
     bool upstream_tls_done;   /* handshakes completed (post-handshake messages may later */
     bool client_tls_done;     /* put OpenSSL's state machine back "in init") */
@@ -80,6 +84,7 @@ struct conn {
     size_t page_len, page_off;
     struct timeval started;
     struct timeval last_active;
+    const char *rule;         /* the policy rule that decided (owned by snap), or NULL */
     const char *err_stage;
     char err_reason[160];
 };
@@ -179,6 +184,7 @@ static int conn_on_client_hello(SSL *ssl, int *alert, void *arg)
         *alert = SSL_AD_INTERNAL_ERROR;
         return SSL_CLIENT_HELLO_ERROR;
     }
+    c->leaf_sent = true;
     /* Never a higher version toward the client than the upstream gave us. */
     if (c->up_version && !SSL_set_max_proto_version(ssl, c->up_version)) {
         *alert = SSL_AD_INTERNAL_ERROR;
@@ -197,7 +203,7 @@ static int conn_on_alpn(SSL *ssl, const unsigned char **out, unsigned char *outl
     unsigned int want_len = 0;
     if (!c)
         return SSL_TLSEXT_ERR_NOACK;
-    if (c->upstream_failed) {
+    if (c->upstream_failed || c->block_page) {
         want = (const unsigned char *)"http/1.1";
         want_len = 8;
     } else if (c->ussl) {
@@ -217,6 +223,64 @@ static int conn_on_alpn(SSL *ssl, const unsigned char **out, unsigned char *outl
 SSL_CTX *conn_client_ctx_new(void)
 {
     return tls_client_side_ctx_new(conn_on_client_hello, conn_on_alpn);
+}
+
+/* ---- policy ---- */
+
+static void conn_decide(struct conn *c, struct policy_decision *d)
+{
+    const struct config *cfg = conn_cfg(c);
+    struct policy_flow f = {
+        .sni = c->sni,
+        .host = cfg->mode == CONFIG_MODE_EXPLICIT ? c->target : NULL,
+        .client = (struct sockaddr *)&c->client,
+        .dst = c->have_dst ? (struct sockaddr *)&c->dst : NULL,
+        .dst_port = c->have_dst ? addr_port((struct sockaddr *)&c->dst) : c->port,
+        .alpn = c->alpn_offer,
+        .alpn_len = c->alpn_offer_len,
+    };
+    policy_decide(cfg->policy, &f, d);
+    c->rule = d->rule;
+}
+
+/* A client that aborted on the forged certificate: counts toward passing its name through. */
+static void conn_note_refusal(struct conn *c)
+{
+    const struct policy_pinning *pin = policy_pinning(conn_cfg(c)->policy);
+    if (!pin->enabled || !c->sni || !c->leaf_sent || c->upstream_failed || c->block_page)
+        return;
+    if (pinning_record_refusal(c->w->gw->pinning, c->sni, pinning_now_ms(), pin->threshold,
+                               pin->window_ms, pin->ttl_ms))
+        log_msg(LOG_WARN,
+                "pinning_suspected: clients refused the forged certificate for %s %u times "
+                "within %u s; passing it through for %u s",
+                c->sni, pin->threshold, pin->window_ms / 1000, pin->ttl_ms / 1000);
+}
+
+static bool conn_is_pinned(const struct conn *c)
+{
+    return c->sni && policy_pinning(conn_cfg(c)->policy)->enabled &&
+           pinning_is_pinned(c->w->gw->pinning, c->sni, pinning_now_ms());
+}
+
+/* Ends the connection with a TCP reset. */
+static void conn_reset_client(struct conn *c)
+{
+    struct linger lg = {1, 0};
+    setsockopt(c->cfd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    c->closing = true;
+}
+
+/* Refuses a ClientHello with a fatal access_denied alert, after reading the hello so the
+ * close is a FIN that delivers the alert, not a reset that could drop it. */
+static void conn_send_alert(struct conn *c)
+{
+    static const uint8_t alert[] = {0x15, 0x03, 0x03, 0x00, 0x02, 0x02, SSL_AD_ACCESS_DENIED};
+    while (recv(c->cfd, c->w->scratch, c->w->scratch_size, MSG_DONTWAIT) > 0)
+        ;
+    send(c->cfd, alert, sizeof(alert), MSG_NOSIGNAL);
+    shutdown(c->cfd, SHUT_WR);
+    c->closing = true;
 }
 
 /* ---- explicit proxy: the request head ---- */
@@ -260,6 +324,36 @@ static ssize_t conn_peek(struct conn *c)
     return n;
 }
 
+/* A CONNECT whose host the policy blocks with a page or a reset is refused right away (an
+ * alert waits for the ClientHello). Returns true when it was. */
+static bool conn_block_connect(struct conn *c)
+{
+    struct policy_decision d;
+    conn_decide(c, &d);
+    if (d.action != POLICY_BLOCK || d.how == POLICY_HOW_ALERT)
+        return false;
+    c->action = CONNLOG_BLOCK;
+    if (d.how == POLICY_HOW_RESET) {
+        conn_reset_client(c);
+        return true;
+    }
+    char page[8192], ref[24], resp[512];
+    snprintf(ref, sizeof(ref), "%llu", (unsigned long long)c->id);
+    struct policy_page_vars vars = {d.rule, ref, c->target, c->target, NULL};
+    long n = policy_render_block_page(conn_cfg(c)->policy, &vars, page, sizeof(page));
+    if (n < 0)
+        n = 0;
+    int h = snprintf(resp, sizeof(resp),
+                     "HTTP/1.1 403 Forbidden\r\nContent-Type: text/html; charset=utf-8\r\n"
+                     "Content-Length: %ld\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+                     n);
+    conn_send_all(c->cfd, resp, (size_t)h);
+    conn_send_all(c->cfd, page, (size_t)n);
+    shutdown(c->cfd, SHUT_WR);
+    c->closing = true;
+    return true;
+}
+
 static void conn_take_proxy_request(struct conn *c, struct proxyreq *req)
 {
     char sink[512];
@@ -272,6 +366,8 @@ static void conn_take_proxy_request(struct conn *c, struct proxyreq *req)
     }
     c->target = strdup(req->host);
     c->port = req->port;
+    if (req->kind == PROXYREQ_CONNECT && conn_block_connect(c))
+        return;
     if (req->kind == PROXYREQ_CONNECT) {
         static const char ok[] = "HTTP/1.1 200 Connection established\r\n\r\n";
         conn_send_all(c->cfd, ok, sizeof(ok) - 1);
@@ -352,6 +448,61 @@ static void conn_start_intercept(struct conn *c)
     c->state = CONN_DIAL;
 }
 
+/* Blocked with a page: the client's handshake completes under a leaf naming only what it
+ * asked for, and every answer is the block page; the upstream is never contacted. */
+static void conn_block_with_page(struct conn *c)
+{
+    conn_start_intercept(c);
+    c->action = CONNLOG_BLOCK;
+    c->block_page = true;
+    if (c->closing)
+        return;
+    if (!(c->leaf = mint_leaf_for_name(c->w->mint, c->host))) {
+        conn_fail(c, "client_handshake", "cannot forge a certificate");
+        return;
+    }
+    c->state = CONN_CLIENT_TLS;
+}
+
+static void conn_apply_decision(struct conn *c)
+{
+    struct policy_decision d;
+    conn_decide(c, &d);
+    if (d.action == POLICY_INTERCEPT && conn_is_pinned(c)) {
+        d.action = POLICY_PASSTHROUGH;
+        c->rule = "pinning_suspected";
+    }
+    if (d.action == POLICY_INTERCEPT) {
+        conn_start_intercept(c);
+    } else if (d.action == POLICY_PASSTHROUGH) {
+        c->action = CONNLOG_PASSTHROUGH; /* the hello is still queued: it goes out untouched */
+        c->state = CONN_DIAL;
+    } else if (d.how == POLICY_HOW_RESET) {
+        c->action = CONNLOG_BLOCK;
+        conn_reset_client(c);
+    } else if (d.how == POLICY_HOW_PAGE &&
+               alpn_list_has(c->alpn_offer, c->alpn_offer_len, "http/1.1")) {
+        conn_block_with_page(c);
+    } else {
+        c->action = CONNLOG_BLOCK;
+        conn_send_alert(c);
+    }
+}
+
+/* Not TLS: relayed as plain TCP unless the policy blocks the flow (then reset). */
+static void conn_start_tcp(struct conn *c)
+{
+    struct policy_decision d;
+    conn_decide(c, &d);
+    if (d.action == POLICY_BLOCK) {
+        c->action = CONNLOG_BLOCK;
+        conn_reset_client(c);
+        return;
+    }
+    c->action = CONNLOG_TCP;
+    c->state = CONN_DIAL;
+}
+
 static void conn_do_peek(struct conn *c)
 {
     ssize_t n = conn_peek(c);
@@ -376,8 +527,7 @@ static void conn_do_peek(struct conn *c)
         return;
     }
     if (r == CLIENTHELLO_NOT_TLS) {
-        c->action = CONNLOG_TCP;
-        c->state = CONN_DIAL;
+        conn_start_tcp(c);
         return;
     }
     if (r != CLIENTHELLO_OK) {
@@ -386,7 +536,7 @@ static void conn_do_peek(struct conn *c)
         return;
     }
     conn_keep_hello(c, &hello);
-    conn_start_intercept(c);
+    conn_apply_decision(c);
 }
 
 /* ---- reaching the upstream ---- */
@@ -471,7 +621,7 @@ static int conn_upstream_tls_start(struct conn *c)
 
 /* Handshake steps shared by both legs: 1 done, 0 waiting (events set), -1 failed (why). */
 static int conn_handshake_step(struct conn *c, SSL *ssl, enum relay_side side, char *why,
-                               size_t whylen)
+                               size_t whylen, unsigned long *err_code)
 {
     ERR_clear_error();
     errno = 0;
@@ -483,6 +633,7 @@ static int conn_handshake_step(struct conn *c, SSL *ssl, enum relay_side side, c
         conn_watch(c, err == SSL_ERROR_WANT_READ ? RELAY_WANT_READ(side) : RELAY_WANT_WRITE(side));
         return 0;
     }
+    *err_code = ERR_peek_error(); /* 0: the peer just closed */
     tls_error_reason(err, why, whylen);
     return -1;
 }
@@ -512,7 +663,8 @@ static void conn_do_upstream_tls(struct conn *c)
         conn_fail(c, "upstream_handshake", "out of memory");
         return;
     }
-    int rc = conn_handshake_step(c, c->ussl, RELAY_UPSTREAM, why, sizeof(why));
+    unsigned long err_code;
+    int rc = conn_handshake_step(c, c->ussl, RELAY_UPSTREAM, why, sizeof(why), &err_code);
     if (rc == 0)
         return;
     if (rc > 0) {
@@ -553,22 +705,35 @@ static void conn_upstream_failed(struct conn *c, const char *stage, const char *
 
 /* ---- the client handshake ---- */
 
+/* The client refused our certificate: an alert saying so, or a close right after it. */
+static bool conn_is_refusal(unsigned long err)
+{
+    int reason = ERR_GET_REASON(err);
+    return err == 0 || reason == SSL_R_TLSV1_ALERT_UNKNOWN_CA ||
+           reason == SSL_R_SSLV3_ALERT_BAD_CERTIFICATE ||
+           reason == SSL_R_SSLV3_ALERT_CERTIFICATE_UNKNOWN ||
+           reason == SSL_R_UNEXPECTED_EOF_WHILE_READING;
+}
+
 static void conn_do_client_tls(struct conn *c)
 {
     char why[160];
-    int rc = conn_handshake_step(c, c->cssl, RELAY_CLIENT, why, sizeof(why));
+    unsigned long err_reason = 0;
+    int rc = conn_handshake_step(c, c->cssl, RELAY_CLIENT, why, sizeof(why), &err_reason);
     if (rc == 0)
         return;
     if (rc < 0) {
         /* A client refusing the forged certificate is its right, not our error: INFO. */
         LOG_DEBUGF("conn %llu: client handshake failed: %s", (unsigned long long)c->id, why);
+        if (conn_is_refusal(err_reason))
+            conn_note_refusal(c);
         conn_fail(c, "client_handshake", c->fail_with_alert ? "upstream failed; alert sent" : why);
         return;
     }
     c->client_tls_done = true;
     mint_leaf_release(c->leaf);
     c->leaf = NULL;
-    if (c->upstream_failed) {
+    if (c->upstream_failed || c->block_page) {
         c->state = CONN_FAIL_READ;
         return;
     }
@@ -594,6 +759,24 @@ static void html_escape(const char *in, char *out, size_t size)
     out[o] = '\0';
 }
 
+/* The response head for a local page; takes the body (malloc'd) and builds c->page. */
+static void conn_set_page(struct conn *c, int status, const char *body, size_t blen)
+{
+    size_t cap = blen + 512;
+    if (!(c->page = malloc(cap)))
+        return;
+    int hlen = snprintf(c->page, cap,
+                        "HTTP/1.1 %d %s\r\nContent-Type: text/html; charset=utf-8\r\n"
+                        "Content-Length: %zu\r\nCache-Control: no-store\r\nConnection: close\r\n"
+                        "X-Sluice-Error: %s: %.200s\r\n\r\n",
+                        status, status == 403 ? "Forbidden" : "Bad Gateway", blen,
+                        c->err_stage ? c->err_stage : "policy",
+                        c->err_stage ? c->err_reason : (c->rule ? c->rule : "default"));
+    memcpy(c->page + hlen, body, blen);
+    c->page_len = (size_t)hlen + blen;
+    c->page_off = 0;
+}
+
 static void conn_build_fail_page(struct conn *c)
 {
     char name[600], reason[500], body[2048];
@@ -611,17 +794,28 @@ static void conn_build_fail_page(struct conn *c)
         name, name, reason, c->err_stage, (unsigned long long)c->id);
     if (blen < 0 || (size_t)blen >= sizeof(body))
         blen = (int)strlen(body);
-    size_t cap = (size_t)blen + 512;
-    if (!(c->page = malloc(cap)))
-        return;
-    int hlen = snprintf(c->page, cap,
-                        "HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/html; charset=utf-8\r\n"
-                        "Content-Length: %d\r\nCache-Control: no-store\r\nConnection: close\r\n"
-                        "X-Sluice-Error: %s: %.200s\r\n\r\n",
-                        blen, c->err_stage, c->err_reason);
-    memcpy(c->page + hlen, body, (size_t)blen);
-    c->page_len = (size_t)hlen + (size_t)blen;
-    c->page_off = 0;
+    conn_set_page(c, 502, body, (size_t)blen);
+}
+
+/* The operator's block page for the request in req[0..n) ("GET /path HTTP/1.1 ..."). */
+static void conn_build_block_page(struct conn *c, const char *req, size_t n)
+{
+    char url[1024], ref[24], client[ADDR_TEXT_MAX], body[16384];
+    const char *sp = memchr(req, ' ', n), *path = "/";
+    int plen = 1;
+    if (sp) {
+        const char *end = memchr(sp + 1, ' ', n - (size_t)(sp + 1 - req));
+        if (end && end - sp - 1 < 900) {
+            path = sp + 1;
+            plen = (int)(end - sp - 1);
+        }
+    }
+    snprintf(url, sizeof(url), "https://%s%.*s", c->host ? c->host : "", plen, path);
+    snprintf(ref, sizeof(ref), "%llu", (unsigned long long)c->id);
+    addr_format((struct sockaddr *)&c->client, client, sizeof(client));
+    struct policy_page_vars vars = {c->rule, ref, c->host, url, client};
+    long blen = policy_render_block_page(conn_cfg(c)->policy, &vars, body, sizeof(body));
+    conn_set_page(c, 403, body, blen > 0 ? (size_t)blen : 0);
 }
 
 /* Reads the client's request (so closing does not reset it), then answers. */
@@ -641,7 +835,10 @@ static void conn_do_fail_read(struct conn *c)
         return;
     }
     c->relay.dir[0].bytes += (uint64_t)n;
-    conn_build_fail_page(c);
+    if (c->block_page)
+        conn_build_block_page(c, buf, (size_t)n);
+    else
+        conn_build_fail_page(c);
     c->state = c->page ? CONN_FAIL_WRITE : c->state;
     c->closing = !c->page;
 }
@@ -772,8 +969,7 @@ static void conn_on_timer(evutil_socket_t fd, short what, void *arg)
         break;
     case CONN_PEEK:
         if (!c->got_bytes) { /* a silent client: the server may speak first */
-            c->action = CONNLOG_TCP;
-            c->state = CONN_DIAL;
+            conn_start_tcp(c);
             conn_advance(c);
         } else {
             conn_fail(c, "client_hello", "timeout waiting for the ClientHello");
@@ -909,6 +1105,7 @@ static void conn_log_record(struct conn *c)
     json_kv_str(&j, "sni", c->sni);
     json_kv_str(&j, "mode", config_mode_name(conn_cfg(c)->mode));
     json_kv_str(&j, "action", connlog_action_name(c->action));
+    json_kv_str(&j, "rule", c->rule);
     const unsigned char *alpn = NULL;
     unsigned int alpn_len = 0;
     if (c->client_tls_done)

@@ -18,6 +18,10 @@ const char *connlog_action_name(enum connlog_action a)
         return "tcp";
     case CONNLOG_HTTP:
         return "http";
+    case CONNLOG_PASSTHROUGH:
+        return "passthrough";
+    case CONNLOG_BLOCK:
+        return "block";
     default:
         return NULL; /* closed before a decision: logged as null */
     }

@@ -10,6 +10,8 @@ enum connlog_action {
     CONNLOG_INTERCEPT,
     CONNLOG_TCP,       /* not TLS: relayed as plain TCP */
     CONNLOG_HTTP,      /* explicit proxy: a plain http:// request forwarded */
+    CONNLOG_PASSTHROUGH, /* TLS relayed untouched, by policy */
+    CONNLOG_BLOCK,     /* refused by policy */
 };
 
 /* The record's `action` value; NULL (logged as null) when no decision was made. */

@@ -14,6 +14,7 @@
 #include "connlog.h"
 #include "listener.h"
 #include "log.h"
+#include "pinning.h"
 #include "snapshot.h"
 #include "tls.h"
 #include "worker.h"
@@ -70,7 +71,7 @@ static int gateway_prepare(struct gateway *gw, struct config *cfg)
     gw->n_workers = cfg->workers;
     if (!(gw->ca = gateway_load_ca(cfg)))
         return -1;
-    if (!(gw->client_ctx = conn_client_ctx_new()))
+    if (!(gw->client_ctx = conn_client_ctx_new()) || !(gw->pinning = pinning_new(4096)))
         return -1;
     if (!(gw->upstream_ctx =
               tls_upstream_ctx_new(cfg->upstream_ca, conn_on_upstream_session, err, sizeof(err))))
@@ -93,6 +94,7 @@ static void gateway_release(struct gateway *gw)
     SSL_CTX_free(gw->client_ctx);
     SSL_CTX_free(gw->upstream_ctx);
     ca_free(gw->ca);
+    pinning_free(gw->pinning);
     free(gw->workers);
     snapshot_unref(gw->snap);
 }

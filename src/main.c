@@ -1,5 +1,6 @@
 /* main: the command line — subcommands, options mapped onto config keys, start-up. */
 #include <getopt.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -7,6 +8,7 @@
 #include "ca.h"
 #include "config.h"
 #include "gateway.h"
+#include "policy_cli.h"
 
 /* One `sluice run` option: its flag, the config key it sets, and its help text. */
 struct run_option {
@@ -104,8 +106,12 @@ static void main_usage(FILE *f)
                "sluice is a TLS inspection gateway: it intercepts TLS for the clients that\n"
                "trust its CA, verifies every upstream, and logs each connection.\n\n"
                "commands:\n"
-               "  run        run the gateway (sluice run --help)\n"
-               "  ca         create or export the CA (sluice ca --help)\n\n"
+               "  run           run the gateway (sluice run --help)\n"
+               "  ca            create or export the CA (sluice ca --help)\n"
+               "  check-config  validate a config, its policy and lists\n"
+               "                (sluice check-config FILE)\n"
+               "  explain       what the policy decides for a connection\n"
+               "                (sluice explain --help)\n\n"
                "options:\n"
                "  --version  print the version\n"
                "  --help     show this help\n");
@@ -152,10 +158,11 @@ static int run_first_pass(int argc, char **argv, const struct option *longopts,
     return 0;
 }
 
+/* Applies the command-line options in order. 0, or -1 with err naming the flag. */
 static int run_apply_options(int argc, char **argv, const struct option *longopts,
-                             struct config *cfg)
+                             struct config *cfg, char *err, size_t errlen)
 {
-    char err[512];
+    char why[512];
     int opt, cleared_listen = 0;
     optind = 1;
     while ((opt = getopt_long(argc, argv, ":", longopts, NULL)) != -1) {
@@ -164,46 +171,63 @@ static int run_apply_options(int argc, char **argv, const struct option *longopt
             continue;
         if (!strcmp(o->key, "listen") && !cleared_listen++)
             config_clear_listen(cfg);
-        if (config_set(cfg, o->key, optarg, err, sizeof(err)) != 0) {
-            fprintf(stderr, "sluice: --%s %s: %s\n", o->flag, optarg, err);
-            return 2;
+        if (config_set(cfg, o->key, optarg, why, sizeof(why)) != 0) {
+            snprintf(err, errlen, "--%s %s: %s", o->flag, optarg, why);
+            return -1;
         }
     }
     return 0;
 }
 
+/* What `sluice run` was given, kept so SIGHUP can build the configuration again. */
+struct run_args {
+    int argc;
+    char **argv;
+    const struct option *longopts;
+    const char *config_path;
+    bool usage_error; /* the last failure was the command line's, not the file's */
+};
+
+/* Defaults, then the file, then the command line: at start and on every reload. */
+static int run_load_config(struct config *cfg, char *err, size_t errlen, void *arg)
+{
+    struct run_args *ra = arg;
+    ra->usage_error = false;
+    if (config_init_defaults(cfg) != 0) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (ra->config_path && config_load_file(cfg, ra->config_path, err, errlen) != 0)
+        return -1;
+    if (run_apply_options(ra->argc, ra->argv, ra->longopts, cfg, err, errlen) != 0) {
+        ra->usage_error = true;
+        return -1;
+    }
+    return config_finish(cfg, err, errlen);
+}
+
 static int cmd_run(int argc, char **argv)
 {
     struct option longopts[N_RUN_OPTIONS + 1];
-    const char *config_path = NULL;
+    struct run_args ra = {argc, argv, longopts, NULL, false};
     int help = 0, rc;
     char err[1024];
     struct config cfg;
     run_build_longopts(longopts);
-    if ((rc = run_first_pass(argc, argv, longopts, &config_path, &help)) != 0)
+    if ((rc = run_first_pass(argc, argv, longopts, &ra.config_path, &help)) != 0)
         return rc;
     if (help) {
         run_usage(stdout);
         return 0;
     }
-    if (config_init_defaults(&cfg) != 0) {
-        fprintf(stderr, "sluice: out of memory\n");
-        return 1;
-    }
-    rc = 1;
-    if (config_path && config_load_file(&cfg, config_path, err, sizeof(err)) != 0) {
+    memset(&cfg, 0, sizeof(cfg));
+    if (run_load_config(&cfg, err, sizeof(err), &ra) != 0) {
         fprintf(stderr, "sluice: %s\n", err);
-        goto out;
+        rc = ra.usage_error ? 2 : 1;
+    } else {
+        gateway_set_reloader(run_load_config, &ra);
+        rc = gateway_run(&cfg);
     }
-    if ((rc = run_apply_options(argc, argv, longopts, &cfg)) != 0)
-        goto out;
-    rc = 1;
-    if (config_finish(&cfg, err, sizeof(err)) != 0) {
-        fprintf(stderr, "sluice: %s\n", err);
-        goto out;
-    }
-    rc = gateway_run(&cfg);
-out:
     config_free(&cfg);
     return rc;
 }
@@ -227,6 +251,13 @@ int main(int argc, char **argv)
         return cmd_run(argc - 1, argv + 1);
     if (!strcmp(cmd, "ca"))
         return ca_cli_main(argc - 1, argv + 1);
-    fprintf(stderr, "sluice: unknown command '%s' (commands: run, ca; see sluice --help)\n", cmd);
+    if (!strcmp(cmd, "check-config"))
+        return policy_cli_check_config(argc - 1, argv + 1, stdout, stderr);
+    if (!strcmp(cmd, "explain"))
+        return policy_cli_explain(argc - 1, argv + 1, stdout, stderr);
+    fprintf(stderr,
+            "sluice: unknown command '%s' (commands: run, ca, check-config, explain; see sluice "
+            "--help)\n",
+            cmd);
     return 2;
 }

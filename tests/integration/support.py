@@ -922,7 +922,7 @@ ADDR_RE = re.compile(r"^(\d{1,3}(\.\d{1,3}){3}|\[[0-9a-fA-F:.]+\]):\d{1,5}$")
 HOSTPORT_RE = re.compile(r"^[A-Za-z0-9._-]+:\d{1,5}$")
 STAGES = {"accept", "proxy_request", "client_hello", "dns", "connect", "upstream_handshake",
           "client_handshake", "relay"}
-RECORD_KEYS = {"ts", "id", "client", "dst", "sni", "mode", "action", "alpn", "client_tls",
+RECORD_KEYS = {"ts", "id", "client", "dst", "sni", "mode", "action", "rule", "alpn", "client_tls",
                "upstream_tls", "upstream_cert", "verify", "bytes_up", "bytes_down",
                "duration_ms"}
 
@@ -940,7 +940,9 @@ def check_record_schema(r):
         "dst: %r" % r["dst"]
     assert r["sni"] is None or isinstance(r["sni"], str)
     assert r["mode"] in ("explicit", "transparent", "fixed"), r["mode"]
-    assert r["action"] is None or r["action"] in ("intercept", "tcp", "http"), r["action"]
+    assert r["action"] is None or r["action"] in ("intercept", "passthrough", "block", "tcp",
+                                                  "http"), r["action"]
+    assert r["rule"] is None or isinstance(r["rule"], str), r["rule"]
     assert r["alpn"] is None or isinstance(r["alpn"], str)
     for leg in ("client_tls", "upstream_tls"):
         v = r[leg]

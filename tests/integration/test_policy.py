@@ -1,0 +1,261 @@
+"""Policy in the connection path: selective interception, passthrough, block (alert, reset,
+page), reload under load, and clients that refuse the forged certificate (pinning)."""
+import concurrent.futures
+import os
+import re
+import signal
+import socket
+import ssl
+import threading
+import time
+
+import pytest
+
+import support
+from support import T, curl, s_client, verify_code, handshake_done
+
+
+def write_config(path, body):
+    path.write_text(body)
+    return path
+
+
+def leaf_of(out):
+    certs = support.pem_blocks(out)
+    assert certs, "no certificate in s_client output:\n" + out[-3000:]
+    return certs[0]
+
+
+def fetch(gw, origin, servername, *extra):
+    """s_client through the explicit proxy to origin with the given SNI."""
+    return s_client("localhost:%d" % origin.port, "-servername", servername, *extra,
+                    proxy=gw.port, ign_eof=True,
+                    data=b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+
+
+SELECTIVE = """
+policy:
+  default: passthrough
+  rules:
+    - name: listed
+      sni: ["localhost", "*.intercepted.test"]
+      action: intercept
+"""
+
+
+def test_selective_interception(sluice, origin, pki, tmp_path):
+    """Listed names show sluice's CA; other names reach the client with the origin's own
+    certificate, the same one a direct connection sees."""
+    o = origin("good")
+    gw = sluice("--config", write_config(tmp_path / "sel.yaml", SELECTIVE))
+    ca_subject = support.x509_name(str(gw.ca_pem), "subject") if gw.ca_pem.exists() else None
+
+    rc, out = fetch(gw, o, "localhost", "-CAfile", str(gw.ca_pem))
+    assert verify_code(out) == (0, "ok") and o.marker in out, out[-2000:]
+    leaf = leaf_of(out)
+    assert support.x509_name(leaf, "issuer") == support.x509_name(str(gw.ca_pem), "subject")
+
+    rc, direct = s_client("127.0.0.1:%d" % o.port, "-servername", "other.test",
+                          data=b"", ign_eof=False)
+    rc, out = fetch(gw, o, "other.test")
+    passed = leaf_of(out)
+    assert support.cert_sha256(passed) == support.cert_sha256(leaf_of(direct))
+    assert support.cert_sha256(passed) == pki.sha256("good")
+    assert support.x509_name(passed, "issuer") != ca_subject
+
+    recs = gw.wait_records(2)
+    for r in recs:
+        support.check_record_schema(r)
+    by_sni = {r["sni"]: r for r in recs}
+    assert by_sni["localhost"]["action"] == "intercept" and by_sni["localhost"]["rule"] == "listed"
+    other = by_sni["other.test"]
+    assert other["action"] == "passthrough" and other["rule"] is None, other
+    assert other["client_tls"] is None and other["bytes_down"] > 0, other
+
+
+BLOCKING = """
+policy:
+  default: intercept
+  rules:
+    - name: no-alerts
+      sni: ["alert.test"]
+      action: block
+      how: alert
+    - name: no-resets
+      sni: ["reset.test"]
+      action: block
+      how: reset
+    - name: page-for-sni
+      sni: ["page.test"]
+      action: block
+      how: page
+    - name: forbidden-host
+      host: ["forbidden.test"]
+      action: block
+      how: page
+"""
+
+
+@pytest.fixture(scope="module")
+def blocking_gw(sluice_mod, tmp_path_factory):
+    cfg = write_config(tmp_path_factory.mktemp("blk") / "blk.yaml", BLOCKING)
+    return sluice_mod("--config", cfg)
+
+
+def test_block_by_sni_with_an_alert(blocking_gw, origin_mod):
+    o = origin_mod("good")
+    rc, out = fetch(blocking_gw, o, "alert.test")
+    assert "access denied" in out and not handshake_done(out), out[-2000:]
+    assert o.marker not in out
+    rec = blocking_gw.wait_record(lambda r: r.get("sni") == "alert.test")
+    assert rec["action"] == "block" and rec["rule"] == "no-alerts", rec
+
+
+def test_block_by_sni_with_a_reset(blocking_gw, origin_mod):
+    o = origin_mod("good")
+    rc, out = fetch(blocking_gw, o, "reset.test")
+    assert not handshake_done(out) and o.marker not in out
+    assert re.search(r"reset by peer|errno=104|Connection reset", out), out[-2000:]
+    rec = blocking_gw.wait_record(lambda r: r.get("sni") == "reset.test")
+    assert rec["action"] == "block" and rec["rule"] == "no-resets", rec
+
+
+def test_block_by_sni_with_the_page(blocking_gw, origin_mod):
+    o = origin_mod("good")
+    r = curl("https://page.test:%d/secret" % o.port, "--resolve",
+             "page.test:%d:127.0.0.1" % o.port, proxy=blocking_gw.port,
+             cacert=blocking_gw.ca_pem)
+    assert r.http_code == 403 and "page-for-sni" in r.text and o.marker not in r.text, r
+    rec = blocking_gw.wait_record(lambda x: x.get("sni") == "page.test")
+    assert rec["action"] == "block" and rec["rule"] == "page-for-sni", rec
+    assert rec["upstream_tls"] is None, rec
+
+
+def test_connect_to_a_blocked_host_gets_the_403_page(blocking_gw):
+    t = support.ProxyTunnel(blocking_gw.port, "forbidden.test:443", timeout=T(10))
+    try:
+        data, closed = t.recv_until_close(T(10))
+    finally:
+        t.close()
+    assert t.status.startswith("HTTP/1.1 403"), t.head
+    assert b"forbidden-host" in data and closed, data[:500]
+    rec = blocking_gw.wait_record(lambda r: r.get("dst") == "forbidden.test:443")
+    assert rec["action"] == "block" and rec["rule"] == "forbidden-host", rec
+
+
+RELOAD_BEFORE = """
+log_level: info
+policy:
+  default: intercept
+"""
+
+RELOAD_AFTER = """
+log_level: info
+policy:
+  default: intercept
+  rules:
+    - name: added-by-reload
+      sni: ["blocked-after-reload.test"]
+      action: block
+      how: alert
+"""
+
+
+def one_request(gw_port, origin_port, cafile):
+    """A new connection through the proxy, one HTTPS request; returns the status line."""
+    raw = socket.create_connection(("127.0.0.1", gw_port), timeout=T(10))
+    try:
+        raw.sendall(b"CONNECT localhost:%d HTTP/1.1\r\nHost: localhost\r\n\r\n" % origin_port)
+        head = b""
+        while b"\r\n\r\n" not in head:
+            b = raw.recv(1)
+            if not b:
+                return "closed during CONNECT"
+            head += b
+        ctx = ssl.create_default_context(cafile=str(cafile))
+        s = ctx.wrap_socket(raw, server_hostname="localhost")
+        s.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        return data.split(b"\r\n", 1)[0].decode(errors="replace")
+    except (OSError, ssl.SSLError) as e:
+        return "error: %s" % e
+    finally:
+        raw.close()
+
+
+def test_reload_under_load_drops_nothing_and_applies_the_new_rule(sluice, origin, tmp_path):
+    o = origin("good")
+    cfg = write_config(tmp_path / "reload.yaml", RELOAD_BEFORE)
+    gw = sluice("--config", cfg, workers=2)
+    stop = threading.Event()
+    results = []
+
+    def load():
+        while not stop.is_set():
+            results.append(one_request(gw.port, o.port, gw.ca_pem))
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(load) for _ in range(4)]
+        time.sleep(T(1))
+        cfg.write_text(RELOAD_AFTER)
+        gw.signal(signal.SIGHUP)
+        deadline = time.monotonic() + T(10)
+        while "reloaded the configuration" not in gw.stderr_text():
+            assert time.monotonic() < deadline, gw.stderr_text()
+            time.sleep(0.05)
+        time.sleep(T(1))
+        stop.set()
+        for f in futures:
+            f.result()
+    failed = [r for r in results if not r.startswith("HTTP/1.1 200")]
+    assert len(results) > 20 and not failed, (len(results), failed[:5])
+    # The new rule is in force for new connections.
+    rc, out = fetch(gw, o, "blocked-after-reload.test")
+    assert "access denied" in out, out[-2000:]
+    rec = gw.wait_record(lambda r: r.get("sni") == "blocked-after-reload.test")
+    assert rec["rule"] == "added-by-reload", rec
+    # A broken config is refused and the running one stays.
+    cfg.write_text(RELOAD_AFTER + "    - name: broken\n      action: explode\n")
+    gw.signal(signal.SIGHUP)
+    deadline = time.monotonic() + T(10)
+    while "reload refused" not in gw.stderr_text():
+        assert time.monotonic() < deadline, gw.stderr_text()
+        time.sleep(0.05)
+    assert "reload.yaml:" in gw.stderr_text()
+    assert one_request(gw.port, o.port, gw.ca_pem).startswith("HTTP/1.1 200")
+    rc, out = fetch(gw, o, "blocked-after-reload.test")
+    assert "access denied" in out
+
+
+PINNING = """
+policy:
+  default: intercept
+  pinning:
+    enabled: true
+    threshold: 2
+    window: 60s
+    ttl: 60s
+"""
+
+
+def test_client_rejecting_the_forged_certificate_is_passed_through(sluice, origin, pki,
+                                                                   tmp_path):
+    o = origin("good")
+    gw = sluice("--config", write_config(tmp_path / "pin.yaml", PINNING))
+    # A pinning client: trusts only the real root, aborts with an alert on anything else.
+    for _ in range(2):
+        rc, out = fetch(gw, o, "localhost", "-CAfile", str(pki.root), "-verify_return_error")
+        assert not handshake_done(out) or verify_code(out)[0] != 0, out[-2000:]
+        assert o.marker not in out
+    rc, out = fetch(gw, o, "localhost", "-CAfile", str(pki.root), "-verify_return_error")
+    assert verify_code(out) == (0, "ok") and o.marker in out, out[-2000:]
+    assert support.cert_sha256(leaf_of(out)) == pki.sha256("good")
+    recs = gw.wait_records(3)
+    last = recs[-1]
+    assert last["action"] == "passthrough" and last["rule"] == "pinning_suspected", last
+    assert gw.stderr_text().count("pinning_suspected") == 1, gw.stderr_text()
