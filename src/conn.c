@@ -18,6 +18,7 @@
 #include "clienthello.h"
 #include "connlog.h"
 #include "dial.h"
+#include "http1.h"
 #include "gateway.h"
 #include "json.h"
 #include "listener.h"
@@ -80,6 +81,7 @@ struct conn {
     struct mint_leaf *leaf;
     int up_version;
     struct relay relay;
+    struct http1 *http;       /* HTTP/1.1 inspector, when the policy has HTTP rules */
     char *page;               /* CONN_FAIL_WRITE: the response, and how much is sent */
     size_t page_len, page_off;
     struct timeval started;
@@ -865,11 +867,100 @@ static void conn_do_fail_write(struct conn *c)
 
 /* ---- relaying ---- */
 
+/* ---- HTTP/1.1 inside intercepted connections: the policy's HTTP rules ---- */
+
+static void conn_http_request_of(const struct http1_request_info *req,
+                                 struct policy_http_header *hdrs, struct policy_http_request *pr)
+{
+    for (size_t i = 0; i < req->n_headers; i++)
+        hdrs[i] = (struct policy_http_header){req->headers[i].name, req->headers[i].name_len,
+                                              req->headers[i].value, req->headers[i].value_len};
+    *pr = (struct policy_http_request){req->method, req->authority, req->path, hdrs,
+                                       req->n_headers};
+}
+
+static int conn_http_block(struct conn *c, unsigned seq, const char *rule,
+                           struct http1_block *blk)
+{
+    static _Thread_local char ref[48];
+    snprintf(ref, sizeof(ref), "%llu-%u", (unsigned long long)c->id, seq);
+    blk->rule = rule;
+    blk->ref = ref;
+    return HTTP1_BLOCK;
+}
+
+static int conn_http_on_request(void *arg, const struct http1_request_info *req,
+                                struct http1_block *blk)
+{
+    struct conn *c = arg;
+    struct policy_http_header hdrs[HTTP1_MAX_HEADERS];
+    struct policy_http_request pr;
+    struct policy_http_decision d;
+    conn_http_request_of(req, hdrs, &pr);
+    policy_decide_http_request(conn_cfg(c)->policy, &pr, &d);
+    if (d.action == POLICY_HTTP_BLOCK && !d.need_response)
+        return conn_http_block(c, req->seq, d.rule, blk);
+    return HTTP1_ALLOW;
+}
+
+static int conn_http_on_response(void *arg, const struct http1_response_info *resp,
+                                 struct http1_block *blk)
+{
+    struct conn *c = arg;
+    const struct http1_exchange *x = resp->req;
+    struct policy_http_request pr = {x->method, x->authority, x->path, NULL, 0};
+    struct policy_http_response rs = {resp->status, resp->content_type};
+    struct policy_http_decision d;
+    policy_decide_http_response(conn_cfg(c)->policy, &pr, &rs, &d);
+    if (d.action == POLICY_HTTP_BLOCK)
+        return conn_http_block(c, x->seq, d.rule, blk);
+    return HTTP1_ALLOW;
+}
+
+static size_t conn_http_block_page(void *arg, const struct http1_exchange *x, char *buf,
+                                   size_t cap)
+{
+    struct conn *c = arg;
+    char url[1024], client[ADDR_TEXT_MAX];
+    snprintf(url, sizeof(url), "https://%s%s", x->authority, x->path);
+    addr_format((struct sockaddr *)&c->client, client, sizeof(client));
+    struct policy_page_vars vars = {x->rule, x->ref, x->authority, url, client};
+    long n = policy_render_block_page(conn_cfg(c)->policy, &vars, buf, cap);
+    return n > 0 ? (size_t)n : 0;
+}
+
+static const struct http1_hooks conn_http_hooks = {
+    .on_request = conn_http_on_request,
+    .on_response = conn_http_on_response,
+    .block_page = conn_http_block_page,
+};
+
+/* HTTP/1.1 is inspected when the policy has HTTP rules and the client and server agreed on
+ * http/1.1 (or on nothing, on the HTTPS port): other protocols pass as they are. */
+static bool conn_wants_http1(const struct conn *c)
+{
+    const unsigned char *alpn = NULL;
+    unsigned int alpn_len = 0;
+    if (c->action != CONNLOG_INTERCEPT || !policy_has_http_rules(conn_cfg(c)->policy))
+        return false;
+    SSL_get0_alpn_selected(c->cssl, &alpn, &alpn_len);
+    if (alpn_len)
+        return alpn_len == 8 && memcmp(alpn, "http/1.1", 8) == 0;
+    return c->have_dst && addr_port((struct sockaddr *)&c->dst) == 443;
+}
+
 static void conn_relay_start(struct conn *c)
 {
     c->relay_started = true;
     event_base_gettimeofday_cached(c->w->base, &c->last_active);
     relay_init(&c->relay, c->w->pool, c->cfd, c->cssl, c->ufd, c->ussl);
+    if (conn_wants_http1(c)) {
+        if (!(c->http = http1_new(&conn_http_hooks, c))) {
+            conn_fail(c, "relay", "out of memory");
+            return;
+        }
+        relay_inspect_http1(&c->relay, c->http);
+    }
     if (c->fwd_head) {
         if (relay_preload_up(&c->relay, c->fwd_head, c->fwd_len) != 0)
             conn_fail(c, "proxy_request", "request head too large");
@@ -894,6 +985,8 @@ static void conn_do_relay(struct conn *c)
     }
     if (st == RELAY_FAILED)
         conn_set_error(c, "relay", why);
+    else if (c->http && http1_error(c->http))
+        conn_set_error(c, "http", http1_error(c->http));
     c->closing = true;
 }
 
@@ -1167,6 +1260,7 @@ static void conn_destroy(struct conn *c)
     evtimer_del(&c->timer);
     dial_cancel(c->dial);
     relay_release(&c->relay);
+    http1_free(c->http);
     SSL_free(c->cssl);
     SSL_free(c->ussl);
     if (c->cfd >= 0)

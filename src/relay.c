@@ -1,6 +1,8 @@
 /* relay: full-duplex byte pump between two legs with bounded buffers. */
 #include "relay.h"
 
+#include "http1.h"
+
 #include <errno.h>
 #include <openssl/err.h>
 #include <stdio.h>
@@ -151,6 +153,67 @@ int relay_preload_up(struct relay *r, const void *data, size_t len)
     return 0;
 }
 
+void relay_inspect_http1(struct relay *r, struct http1 *http)
+{
+    r->http = http;
+}
+
+/* Inspection is on while an inspector is set and the protocol has not switched. */
+static bool relay_inspecting(const struct relay *r)
+{
+    return r->http && !r->http_tunnel;
+}
+
+/* Applies a verdict: reply mode drops the way to the server and stops all reading. */
+static void relay_http_verdict(struct relay *r, enum http1_verdict v)
+{
+    if (v == HTTP1_TUNNEL) {
+        r->http_tunnel = true;
+    } else if (v == HTTP1_REPLY_AND_CLOSE && !r->http_replying) {
+        r->http_replying = true;
+        struct relay_dir *up = &r->dir[0];
+        bufpool_put(r->pool, up->buf);
+        up->buf = NULL;
+        up->len = 0;
+        up->done = true;
+    }
+}
+
+/* Bytes the inspector has for the direction out of side i: what it released from that side,
+ * then (toward the client, when replying) the gateway's own reply. *is_reply says which. */
+static size_t relay_http_queued(const struct relay *r, int i, const uint8_t **data,
+                                bool *is_reply)
+{
+    *is_reply = false;
+    if (!r->http || (r->http_replying && i == 0))
+        return 0;
+    size_t n = http1_pending(r->http, (enum http1_side)i, data);
+    if (n > 0 || !r->http_replying)
+        return n;
+    size_t len;
+    http1_reply(r->http, data, &len);
+    *is_reply = true;
+    *data += r->reply_off;
+    return len - r->reply_off;
+}
+
+static int relay_http_flush(struct relay *r, int i, struct relay_leg *dst)
+{
+    const uint8_t *data;
+    bool is_reply;
+    size_t n = relay_http_queued(r, i, &data, &is_reply);
+    int w = dst->ops->write(dst, data, n, &r->want);
+    if (w == RELAY_IO_AGAIN)
+        return 0;
+    if (w < 0)
+        return -1;
+    if (is_reply)
+        r->reply_off += (size_t)w;
+    else
+        http1_pending_consume(r->http, (enum http1_side)i, (size_t)w);
+    return 1;
+}
+
 static void relay_fail(struct relay *r, const struct relay_leg *leg, char *err, size_t errlen)
 {
     (void)r;
@@ -187,6 +250,14 @@ static int relay_dir_fill(struct relay *r, struct relay_dir *d, struct relay_leg
         d->off = 0;
         d->len = (uint32_t)n;
         d->bytes += (uint64_t)n;
+        if (relay_inspecting(r)) {
+            size_t forward = 0;
+            enum http1_verdict v = src->side == RELAY_CLIENT
+                                       ? http1_from_client(r->http, d->buf, (size_t)n, &forward)
+                                       : http1_from_server(r->http, d->buf, (size_t)n, &forward);
+            d->len = (uint32_t)forward;
+            relay_http_verdict(r, v);
+        }
         return 1;
     }
     bufpool_put(r->pool, d->buf);
@@ -197,6 +268,8 @@ static int relay_dir_fill(struct relay *r, struct relay_dir *d, struct relay_leg
         return -1;
     d->src_eof = true;
     d->truncated = n == RELAY_IO_TRUNCATED;
+    if (relay_inspecting(r))
+        relay_http_verdict(r, http1_eof(r->http, (enum http1_side)src->side));
     return 1;
 }
 
@@ -206,12 +279,17 @@ static int relay_dir_step(struct relay *r, int i, struct relay_leg **failed)
     struct relay_dir *d = &r->dir[i];
     struct relay_leg *src = &r->leg[i], *dst = &r->leg[1 - i];
     int rc;
+    const uint8_t *queued;
+    bool is_reply;
     if (d->done)
         return 0;
     if (d->len > 0) {
         rc = relay_dir_flush(r, d, dst);
         *failed = dst;
-    } else if (d->src_eof) {
+    } else if (relay_http_queued(r, i, &queued, &is_reply) > 0) {
+        rc = relay_http_flush(r, i, dst);
+        *failed = dst;
+    } else if (d->src_eof || r->http_replying) {
         rc = dst->ops->shutdown(dst, !d->truncated, &r->want);
         if (rc == 0) {
             d->done = true;

@@ -11,6 +11,8 @@
 
 #include "bufpool.h"
 
+struct http1;
+
 enum relay_side { RELAY_CLIENT = 0, RELAY_UPSTREAM = 1 };
 
 /* Readiness a blocked relay waits for, per side. */
@@ -55,6 +57,12 @@ struct relay {
     struct bufpool *pool;   /* borrowed: the worker's */
     unsigned want;          /* after RELAY_CONTINUE: the readiness to wait for */
     bool progressed;        /* the last pump moved at least one byte or state */
+    /* HTTP/1.1 inspection (optional): every chunk read goes through the inspector, which says
+     * how much may go on, releases bytes it held, or ends the connection with a reply. */
+    struct http1 *http;     /* borrowed; NULL: bytes pass as they are */
+    bool http_tunnel;       /* the protocol switched: relay raw (after the held bytes) */
+    bool http_replying;     /* answering the client itself, then closing */
+    size_t reply_off;
 };
 
 /* Sets up a relay over the two legs (fds and SSLs borrowed; ssl NULL for TCP). */
@@ -63,6 +71,9 @@ void relay_init(struct relay *r, struct bufpool *pool, int cfd, SSL *cssl, int u
 /* Preloads bytes to send upstream before anything read from the client (a rewritten proxy
  * request head). Returns 0, or -1 when len exceeds a buffer. */
 int relay_preload_up(struct relay *r, const void *data, size_t len);
+
+/* Puts an HTTP/1.1 inspector (borrowed) between the legs, before any byte moved. */
+void relay_inspect_http1(struct relay *r, struct http1 *http);
 
 /* Moves as much as possible without blocking. RELAY_CONTINUE: wait for r->want;
  * RELAY_FINISHED: both directions ended cleanly; RELAY_FAILED: err holds the reason, naming

@@ -921,7 +921,7 @@ RFC3339_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\
 ADDR_RE = re.compile(r"^(\d{1,3}(\.\d{1,3}){3}|\[[0-9a-fA-F:.]+\]):\d{1,5}$")
 HOSTPORT_RE = re.compile(r"^[A-Za-z0-9._-]+:\d{1,5}$")
 STAGES = {"accept", "proxy_request", "client_hello", "dns", "connect", "upstream_handshake",
-          "client_handshake", "relay"}
+          "client_handshake", "relay", "http"}
 RECORD_KEYS = {"ts", "id", "client", "dst", "sni", "mode", "action", "rule", "alpn", "client_tls",
                "upstream_tls", "upstream_cert", "verify", "bytes_up", "bytes_down",
                "duration_ms"}

@@ -259,3 +259,69 @@ def test_client_rejecting_the_forged_certificate_is_passed_through(sluice, origi
     last = recs[-1]
     assert last["action"] == "passthrough" and last["rule"] == "pinning_suspected", last
     assert gw.stderr_text().count("pinning_suspected") == 1, gw.stderr_text()
+
+
+HTTP_RULES = """
+policy:
+  default: intercept
+  http:
+    - name: no-uploads
+      method: [POST, PUT]
+      action: block
+    - name: no-admin
+      path: "/admin"
+      action: block
+"""
+
+
+@pytest.fixture(scope="module")
+def http_gw(sluice_mod, tmp_path_factory):
+    cfg = write_config(tmp_path_factory.mktemp("http") / "http.yaml", HTTP_RULES)
+    return sluice_mod("--config", cfg)
+
+
+def test_http_path_rule_gives_the_block_page(http_gw, origin_mod):
+    o = origin_mod("good")
+    ok = curl(o.url("/"), "--http1.1", proxy=http_gw.port, cacert=http_gw.ca_pem)
+    assert ok.http_code == 200 and o.marker in ok.text, ok
+    assert "GET / HTTP/1.1" in o.log_text(), "the origin's log should show requests it got"
+    r = curl(o.url("/admin/users"), "--http1.1", proxy=http_gw.port, cacert=http_gw.ca_pem)
+    assert r.http_code == 403 and "no-admin" in r.text and o.marker not in r.text, r
+    assert "/admin/users" not in o.log_text(), "the blocked request reached the origin"
+
+
+def test_http_method_rule_blocks_an_upload_before_it_is_sent(http_gw, origin_mod, tmp_path):
+    o = origin_mod("good")
+    (tmp_path / "up").write_bytes(b"secret-upload-" * 1000)
+    r = curl(o.url("/echo"), "--http1.1", "--data-binary", "@%s" % (tmp_path / "up"),
+             proxy=http_gw.port, cacert=http_gw.ca_pem)
+    assert r.http_code == 403 and "no-uploads" in r.text and "secret-upload" not in r.text, r
+    assert "POST /echo" not in o.log_text()
+
+
+def test_http_framing_attack_is_refused(http_gw, origin_mod):
+    o = origin_mod("good")
+    raw = socket.create_connection(("127.0.0.1", http_gw.port), timeout=T(10))
+    raw.sendall(b"CONNECT localhost:%d HTTP/1.1\r\nHost: localhost\r\n\r\n" % o.port)
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += raw.recv(1)
+    ctx = ssl.create_default_context(cafile=str(http_gw.ca_pem))
+    ctx.set_alpn_protocols(["http/1.1"])
+    s = ctx.wrap_socket(raw, server_hostname="localhost")
+    s.sendall(b"POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4\r\n"
+              b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+    data = b""
+    s.settimeout(T(10))
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    except (ssl.SSLError, OSError):
+        pass
+    s.close()
+    assert data.startswith(b"HTTP/1.1 400"), data[:300]
+    rec = http_gw.wait_record(lambda r: r.get("error", {}).get("stage") == "http")
+    assert rec["error"]["reason"], rec
