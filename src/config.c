@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "addr.h"
@@ -354,6 +355,23 @@ static int config_set_log_level(struct config *cfg, const struct config_key *key
     return -1;
 }
 
+/* A yes/no setting: true/false, yes/no, on/off. */
+static int config_set_bool(struct config *cfg, const struct config_key *key, const char *value,
+                           char *err, size_t errlen)
+{
+    static const char *const yes[] = {"true", "yes", "on"}, *const no[] = {"false", "no", "off"};
+    bool *field = (bool *)((char *)cfg + key->field);
+
+    for (size_t i = 0; i < 3; i++) {
+        if (strcasecmp(value, yes[i]) == 0 || strcasecmp(value, no[i]) == 0) {
+            *field = strcasecmp(value, yes[i]) == 0;
+            return 0;
+        }
+    }
+    snprintf(err, errlen, "expected true or false, got '%s'", value);
+    return -1;
+}
+
 #define CONFIG_FIELD(member) offsetof(struct config, member)
 
 static const struct config_key config_keys[] = {
@@ -362,6 +380,8 @@ static const struct config_key config_keys[] = {
     {"ca_dir", config_set_path, CONFIG_FIELD(ca_dir), false},
     {"upstream_ca", config_set_path, CONFIG_FIELD(upstream_ca), false},
     {"conn_log", config_set_path, CONFIG_FIELD(conn_log), false},
+    {"request_log", config_set_path, CONFIG_FIELD(request_log), false},
+    {"request_log_drop_query", config_set_bool, CONFIG_FIELD(request_log_drop_query), false},
     {"workers", config_set_workers, 0, false},
     {"connect_timeout", config_set_duration, CONFIG_FIELD(connect_timeout_ms), false},
     {"handshake_timeout", config_set_duration, CONFIG_FIELD(handshake_timeout_ms), false},
@@ -871,6 +891,8 @@ void config_free(struct config *cfg)
     cfg->upstream_ca = NULL;
     free(cfg->conn_log);
     cfg->conn_log = NULL;
+    free(cfg->request_log);
+    cfg->request_log = NULL;
     free(cfg->source);
     cfg->source = NULL;
     policy_unref(cfg->policy);

@@ -34,6 +34,8 @@ struct config {
     uint16_t fixed_port; /* mode fixed: PORT */
     char *ca_dir;        /* default: /var/lib/sluice/ca as root, else ~/.local/share/sluice/ca */
     char *upstream_ca;   /* NULL: the system trust store */
+    char *request_log;         /* NULL: no request log; "-": stdout */
+    bool request_log_drop_query; /* log paths without their query string */
     char *conn_log;      /* NULL: no connection log; "-": stdout */
     int workers;         /* default: number of online cores */
     unsigned connect_timeout_ms;     /* default 10 s: DNS + TCP connect to the upstream */

@@ -929,19 +929,66 @@ static size_t conn_http_block_page(void *arg, const struct http1_exchange *x, ch
     return n > 0 ? (size_t)n : 0;
 }
 
+static const char *conn_http_end_action(enum http1_end end)
+{
+    return end == HTTP1_END_BLOCKED ? "block" : "allow";
+}
+
+/* One request record (docs/LOGS.md, "Request record"), written when the exchange ends. */
+static void conn_http_on_exchange(void *arg, const struct http1_exchange *x)
+{
+    struct conn *c = arg;
+    int fd = c->w->gw->request_log_fd;
+    if (fd < 0)
+        return;
+    char line[4096], ts[40];
+    struct json j;
+    size_t plen = strlen(x->path);
+    const char *q = conn_cfg(c)->request_log_drop_query ? strchr(x->path, '?') : NULL;
+    json_init(&j, line, sizeof(line) - 1);
+    json_begin(&j);
+    json_kv_str(&j, "ts", log_time_rfc3339(ts, sizeof(ts)));
+    json_kv_uint(&j, "conn", c->id);
+    json_kv_uint(&j, "stream", x->seq);
+    json_kv_str(&j, "http", x->http_minor ? "1.1" : "1.0");
+    json_kv_str(&j, "method", x->method);
+    json_kv_str(&j, "scheme", x->scheme);
+    json_kv_str(&j, "authority", x->authority);
+    json_key(&j, "path");
+    json_strn(&j, x->path, q ? (size_t)(q - x->path) : (plen > 2048 ? 2048 : plen));
+    json_kv_uint(&j, "status", (uint64_t)(x->status > 0 ? x->status : 0));
+    json_kv_uint(&j, "req_bytes", x->req_bytes);
+    json_kv_uint(&j, "resp_bytes", x->resp_bytes);
+    json_kv_str(&j, "content_type", x->content_type[0] ? x->content_type : NULL);
+    json_kv_uint(&j, "duration_ms",
+                 x->end_us > x->start_us ? (uint64_t)(x->end_us - x->start_us) / 1000 : 0);
+    json_kv_str(&j, "rule", x->end == HTTP1_END_BLOCKED ? x->rule : NULL);
+    json_kv_str(&j, "action", conn_http_end_action(x->end));
+    if (x->error && x->error[0] && x->end != HTTP1_END_BLOCKED)
+        json_kv_str(&j, "error", x->error);
+    json_end(&j);
+    if (j.overflow)
+        return;
+    line[j.len] = '\n';
+    connlog_write(fd, line, j.len + 1);
+}
+
 static const struct http1_hooks conn_http_hooks = {
     .on_request = conn_http_on_request,
     .on_response = conn_http_on_response,
+    .on_exchange = conn_http_on_exchange,
     .block_page = conn_http_block_page,
 };
 
-/* HTTP/1.1 is inspected when the policy has HTTP rules and the client and server agreed on
- * http/1.1 (or on nothing, on the HTTPS port): other protocols pass as they are. */
+/* HTTP/1.1 is inspected when the policy has HTTP rules or requests are logged, and the client
+ * and server agreed on http/1.1 (or on nothing, on the HTTPS port): other protocols, h2
+ * among them for now, pass as they are. */
 static bool conn_wants_http1(const struct conn *c)
 {
     const unsigned char *alpn = NULL;
     unsigned int alpn_len = 0;
-    if (c->action != CONNLOG_INTERCEPT || !policy_has_http_rules(conn_cfg(c)->policy))
+    if (c->action != CONNLOG_INTERCEPT ||
+        (!policy_has_http_rules(conn_cfg(c)->policy) && c->w->gw->request_log_fd < 0))
         return false;
     SSL_get0_alpn_selected(c->cssl, &alpn, &alpn_len);
     if (alpn_len)

@@ -33,7 +33,7 @@ int connlog_open(const char *path, char *err, size_t errlen)
         return dup(STDOUT_FILENO);
     int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
     if (fd < 0)
-        snprintf(err, errlen, "cannot open connection log %s: %s", path, strerror(errno));
+        snprintf(err, errlen, "cannot open log %s: %s", path, strerror(errno));
     return fd;
 }
 

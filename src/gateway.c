@@ -68,6 +68,7 @@ static int gateway_prepare(struct gateway *gw, struct config *cfg)
     cfg = &gw->snap->cfg;
     gw->cfg = cfg;
     gw->conn_log_fd = -1;
+    gw->request_log_fd = -1;
     gw->n_workers = cfg->workers;
     if (!(gw->ca = gateway_load_ca(cfg)))
         return -1;
@@ -77,6 +78,9 @@ static int gateway_prepare(struct gateway *gw, struct config *cfg)
               tls_upstream_ctx_new(cfg->upstream_ca, conn_on_upstream_session, err, sizeof(err))))
         goto fail;
     if (cfg->conn_log && (gw->conn_log_fd = connlog_open(cfg->conn_log, err, sizeof(err))) < 0)
+        goto fail;
+    if (cfg->request_log &&
+        (gw->request_log_fd = connlog_open(cfg->request_log, err, sizeof(err))) < 0)
         goto fail;
     if (!(gw->sockets = listener_open_all(cfg, gw->n_workers, &gw->n_sockets, err, sizeof(err))))
         goto fail;
@@ -91,6 +95,8 @@ static void gateway_release(struct gateway *gw)
     listener_close_all(gw->sockets, gw->n_sockets);
     if (gw->conn_log_fd >= 0)
         close(gw->conn_log_fd);
+    if (gw->request_log_fd >= 0)
+        close(gw->request_log_fd);
     SSL_CTX_free(gw->client_ctx);
     SSL_CTX_free(gw->upstream_ctx);
     ca_free(gw->ca);
@@ -150,7 +156,7 @@ static void gateway_warn_fixed_settings(const struct config *old, const struct c
     bool listen = old->n_listen != neu->n_listen;
     for (size_t i = 0; !listen && i < old->n_listen; i++)
         listen = strcmp(old->listen[i].text, neu->listen[i].text) != 0;
-    const char *changed[8];
+    const char *changed[9];
     size_t n = 0;
     if (listen)
         changed[n++] = "listen";
@@ -162,6 +168,8 @@ static void gateway_warn_fixed_settings(const struct config *old, const struct c
         changed[n++] = "upstream_ca";
     if (gateway_str_differs(old->conn_log, neu->conn_log))
         changed[n++] = "conn_log";
+    if (gateway_str_differs(old->request_log, neu->request_log))
+        changed[n++] = "request_log";
     if (old->leaf_key != neu->leaf_key)
         changed[n++] = "leaf_key";
     if (old->cert_cache_size != neu->cert_cache_size)

@@ -25,6 +25,8 @@ static const struct run_option run_options[] = {
     {"ca-dir", "ca_dir", "DIR", "CA directory (ca.pem, ca.key); a CA is created on first start"},
     {"upstream-ca", "upstream_ca", "FILE", "trust these roots (PEM) for upstreams instead of the system store"},
     {"conn-log", "conn_log", "FILE|-", "connection log, one JSON object per line ('-': stdout)"},
+    {"request-log", "request_log", "FILE|-", "request log (HTTP/1.1), one JSON object per request"},
+    {"request-log-drop-query", "request_log_drop_query", "yes|no", "log request paths without their query string"},
     {"workers", "workers", "N", "event loops (threads), one per core"},
     {"connect-timeout", "connect_timeout", "DURATION", "DNS and TCP connect to the upstream"},
     {"handshake-timeout", "handshake_timeout", "DURATION", "proxy request, ClientHello, each TLS handshake"},
@@ -60,8 +62,10 @@ static void print_default(FILE *f, const struct config *d, const char *key)
         fprintf(f, "%s", d->ca_dir);
     else if (!strcmp(key, "upstream_ca"))
         fprintf(f, "system store");
-    else if (!strcmp(key, "conn_log"))
+    else if (!strcmp(key, "conn_log") || !strcmp(key, "request_log"))
         fprintf(f, "off");
+    else if (!strcmp(key, "request_log_drop_query"))
+        fprintf(f, "no");
     else if (!strcmp(key, "workers"))
         fprintf(f, "%d, the core count", d->workers);
     else if (!strcmp(key, "connect_timeout"))

@@ -325,3 +325,31 @@ def test_http_framing_attack_is_refused(http_gw, origin_mod):
     assert data.startswith(b"HTTP/1.1 400"), data[:300]
     rec = http_gw.wait_record(lambda r: r.get("error", {}).get("stage") == "http")
     assert rec["error"]["reason"], rec
+
+
+def test_request_log_records_rule_and_action(sluice, origin, tmp_path):
+    o = origin("good")
+    cfg = write_config(tmp_path / "req.yaml", HTTP_RULES)
+    reqlog = tmp_path / "requests.jsonl"
+    gw = sluice("--config", cfg, "--request-log", reqlog, "--request-log-drop-query", "yes")
+    ok = curl(o.url("/bytes/1000?token=secret"), "--http1.1", proxy=gw.port, cacert=gw.ca_pem)
+    assert ok.http_code == 200, ok
+    blocked = curl(o.url("/admin/x"), "--http1.1", proxy=gw.port, cacert=gw.ca_pem)
+    assert blocked.http_code == 403, blocked
+    deadline = time.monotonic() + T(10)
+    recs = []
+    while len(recs) < 2 and time.monotonic() < deadline:
+        recs = [__import__("json").loads(l) for l in reqlog.read_text().splitlines() if l]
+        time.sleep(0.05)
+    assert len(recs) == 2, recs
+    first, second = recs
+    assert first["method"] == "GET" and first["path"] == "/bytes/1000", first
+    assert "secret" not in reqlog.read_text()
+    assert first["status"] == 200 and first["resp_bytes"] == 1000, first
+    assert first["action"] == "allow" and first["rule"] is None, first
+    assert first["scheme"] == "https" and first["http"] == "1.1", first
+    assert first["authority"] == "localhost:%d" % o.port, first
+    assert second["status"] == 403 and second["action"] == "block", second
+    assert second["rule"] == "no-admin", second
+    conn = gw.wait_record(lambda r: r["id"] == second["conn"])
+    assert conn["action"] == "intercept", conn
