@@ -381,6 +381,7 @@ static const struct config_key config_keys[] = {
     {"upstream_ca", config_set_path, CONFIG_FIELD(upstream_ca), false},
     {"conn_log", config_set_path, CONFIG_FIELD(conn_log), false},
     {"request_log", config_set_path, CONFIG_FIELD(request_log), false},
+    {"keylog", config_set_path, CONFIG_FIELD(keylog), false},
     {"request_log_drop_query", config_set_bool, CONFIG_FIELD(request_log_drop_query), false},
     {"workers", config_set_workers, 0, false},
     {"connect_timeout", config_set_duration, CONFIG_FIELD(connect_timeout_ms), false},
@@ -893,6 +894,8 @@ void config_free(struct config *cfg)
     cfg->conn_log = NULL;
     free(cfg->request_log);
     cfg->request_log = NULL;
+    free(cfg->keylog);
+    cfg->keylog = NULL;
     free(cfg->source);
     cfg->source = NULL;
     policy_unref(cfg->policy);

@@ -35,6 +35,7 @@ struct config {
     char *ca_dir;        /* default: /var/lib/sluice/ca as root, else ~/.local/share/sluice/ca */
     char *upstream_ca;   /* NULL: the system trust store */
     char *request_log;         /* NULL: no request log; "-": stdout */
+    char *keylog;              /* NULL: off; else NSS key-log lines for both legs go here */
     bool request_log_drop_query; /* log paths without their query string */
     char *conn_log;      /* NULL: no connection log; "-": stdout */
     int workers;         /* default: number of online cores */

@@ -1,7 +1,9 @@
 /* gateway: start-up, the workers, signals, and an orderly shutdown. */
 #include "gateway.h"
 
+#include <errno.h>
 #include <event2/thread.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +20,14 @@
 #include "snapshot.h"
 #include "tls.h"
 #include "worker.h"
+
+static void gateway_warn_keylog(const struct gateway *gw)
+{
+    if (gw->keylog_fd >= 0)
+        log_msg(LOG_WARN, "keylog is ON: the TLS secrets of every connection are written to %s; "
+                "anyone who reads that file can decrypt captured traffic",
+                gw->cfg->keylog);
+}
 
 static gateway_reload_cb gateway_reloader;
 static void *gateway_reloader_arg;
@@ -58,6 +68,20 @@ static struct ca *gateway_load_ca(const struct config *cfg)
     return ca;
 }
 
+/* The key log holds every session's secrets: owner-only, and said loudly. */
+static int gateway_open_keylog(struct gateway *gw, const char *path, char *err, size_t errlen)
+{
+    gw->keylog_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (gw->keylog_fd < 0) {
+        snprintf(err, errlen, "cannot open key log %s: %s", path, strerror(errno));
+        return -1;
+    }
+    tls_keylog_to(gw->client_ctx, gw->keylog_fd);
+    tls_keylog_to(gw->upstream_ctx, gw->keylog_fd);
+    gateway_warn_keylog(gw);
+    return 0;
+}
+
 static int gateway_prepare(struct gateway *gw, struct config *cfg)
 {
     char err[512];
@@ -69,6 +93,7 @@ static int gateway_prepare(struct gateway *gw, struct config *cfg)
     gw->cfg = cfg;
     gw->conn_log_fd = -1;
     gw->request_log_fd = -1;
+    gw->keylog_fd = -1;
     gw->n_workers = cfg->workers;
     if (!(gw->ca = gateway_load_ca(cfg)))
         return -1;
@@ -81,6 +106,8 @@ static int gateway_prepare(struct gateway *gw, struct config *cfg)
         goto fail;
     if (cfg->request_log &&
         (gw->request_log_fd = connlog_open(cfg->request_log, err, sizeof(err))) < 0)
+        goto fail;
+    if (cfg->keylog && gateway_open_keylog(gw, cfg->keylog, err, sizeof(err)) != 0)
         goto fail;
     if (!(gw->sockets = listener_open_all(cfg, gw->n_workers, &gw->n_sockets, err, sizeof(err))))
         goto fail;
@@ -97,6 +124,8 @@ static void gateway_release(struct gateway *gw)
         close(gw->conn_log_fd);
     if (gw->request_log_fd >= 0)
         close(gw->request_log_fd);
+    if (gw->keylog_fd >= 0)
+        close(gw->keylog_fd);
     SSL_CTX_free(gw->client_ctx);
     SSL_CTX_free(gw->upstream_ctx);
     ca_free(gw->ca);
@@ -156,7 +185,7 @@ static void gateway_warn_fixed_settings(const struct config *old, const struct c
     bool listen = old->n_listen != neu->n_listen;
     for (size_t i = 0; !listen && i < old->n_listen; i++)
         listen = strcmp(old->listen[i].text, neu->listen[i].text) != 0;
-    const char *changed[9];
+    const char *changed[10];
     size_t n = 0;
     if (listen)
         changed[n++] = "listen";
@@ -170,6 +199,8 @@ static void gateway_warn_fixed_settings(const struct config *old, const struct c
         changed[n++] = "conn_log";
     if (gateway_str_differs(old->request_log, neu->request_log))
         changed[n++] = "request_log";
+    if (gateway_str_differs(old->keylog, neu->keylog))
+        changed[n++] = "keylog";
     if (old->leaf_key != neu->leaf_key)
         changed[n++] = "leaf_key";
     if (old->cert_cache_size != neu->cert_cache_size)
@@ -202,6 +233,7 @@ static void gateway_reload(struct gateway *gw, unsigned *generation)
         return;
     }
     log_set_level((enum log_level)snap->cfg.log_level);
+    gateway_warn_keylog(gw);
     for (int i = 0; i < gw->n_workers; i++)
         worker_post_snapshot(gw->workers[i], snap);
     log_msg(LOG_INFO, "reloaded the configuration%s%s (generation %u)",

@@ -25,6 +25,7 @@ struct gateway {
     SSL_CTX *upstream_ctx;         /* toward origins: verified */
     int conn_log_fd;               /* -1 when off */
     int request_log_fd;            /* -1 when off */
+    int keylog_fd;                 /* -1 when off */
     struct pinning *pinning;       /* names whose clients refuse forged certificates */
     struct listener_socket *sockets; /* bound listening sockets, one set per worker */
     size_t n_sockets;

@@ -27,6 +27,7 @@ static const struct run_option run_options[] = {
     {"conn-log", "conn_log", "FILE|-", "connection log, one JSON object per line ('-': stdout)"},
     {"request-log", "request_log", "FILE|-", "request log (HTTP/1.1), one JSON object per request"},
     {"request-log-drop-query", "request_log_drop_query", "yes|no", "log request paths without their query string"},
+    {"keylog", "keylog", "FILE", "write TLS secrets of both legs (NSS key log, for Wireshark); off by default"},
     {"workers", "workers", "N", "event loops (threads), one per core"},
     {"connect-timeout", "connect_timeout", "DURATION", "DNS and TCP connect to the upstream"},
     {"handshake-timeout", "handshake_timeout", "DURATION", "proxy request, ClientHello, each TLS handshake"},
@@ -62,7 +63,7 @@ static void print_default(FILE *f, const struct config *d, const char *key)
         fprintf(f, "%s", d->ca_dir);
     else if (!strcmp(key, "upstream_ca"))
         fprintf(f, "system store");
-    else if (!strcmp(key, "conn_log") || !strcmp(key, "request_log"))
+    else if (!strcmp(key, "conn_log") || !strcmp(key, "request_log") || !strcmp(key, "keylog"))
         fprintf(f, "off");
     else if (!strcmp(key, "request_log_drop_query"))
         fprintf(f, "no");

@@ -7,6 +7,7 @@
 #include <openssl/rand.h>
 #include <pthread.h>
 #include <time.h>
+#include <unistd.h>
 #include <openssl/x509v3.h>
 #include <stdio.h>
 #include <string.h>
@@ -257,6 +258,27 @@ const char *tls_error_reason(int ssl_err, char *buf, size_t size)
         snprintf(buf, size, "TLS error %d", ssl_err);
     }
     return buf;
+}
+
+static int tls_keylog_fd = -1;
+
+static void tls_on_keylog(const SSL *ssl, const char *line)
+{
+    (void)ssl;
+    char buf[512];
+    size_t n = strlen(line);
+    if (tls_keylog_fd < 0 || n + 1 > sizeof(buf))
+        return;
+    memcpy(buf, line, n);
+    buf[n++] = '\n';
+    ssize_t w = write(tls_keylog_fd, buf, n);
+    (void)w;
+}
+
+void tls_keylog_to(SSL_CTX *ctx, int fd)
+{
+    tls_keylog_fd = fd;
+    SSL_CTX_set_keylog_callback(ctx, fd >= 0 ? tls_on_keylog : NULL);
 }
 
 const char *tls_version_name(int version)

@@ -44,6 +44,10 @@ int tls_upstream_prepare(SSL *ssl, const char *name, const unsigned char *alpn, 
  * is empty, describes ssl_err / errno. Returns buf. */
 const char *tls_error_reason(int ssl_err, char *buf, size_t size);
 
+/* Writes NSS key-log lines (SSLKEYLOGFILE format) for every handshake on ctx to fd, which
+ * must stay open while ctx is used; fd < 0 turns it off. Lines are written whole. */
+void tls_keylog_to(SSL_CTX *ctx, int fd);
+
 /* "TLSv1.3" etc. for a version number. */
 const char *tls_version_name(int version);
 
