@@ -615,7 +615,7 @@ static int config_load_mapping(const struct config_loader *ld, struct fy_node *m
         }
         const struct config_key *key = config_find_key(keys, n_keys, name);
         if (!key)
-            return config_fail_at(ld, line, "unknown key '%s' (known keys: %s)", name,
+            return config_fail_at(ld, line, "unknown key '%s' (known keys: %s, policy)", name,
                                   config_key_names(keys, n_keys, names, sizeof(names)));
         if (config_load_value(ld, key, value, line) != 0)
             return -1;

@@ -16,8 +16,9 @@
 #include "config.h"
 
 #define KNOWN_KEYS                                                                                 \
-    "listen, mode, ca_dir, upstream_ca, conn_log, workers, connect_timeout, handshake_timeout, "   \
-    "idle_timeout, shutdown_timeout, first_byte_timeout, leaf_key, cert_cache_size, log_level"
+    "listen, mode, ca_dir, upstream_ca, conn_log, request_log, keylog, request_log_drop_query, "   \
+    "workers, connect_timeout, handshake_timeout, idle_timeout, shutdown_timeout, "                \
+    "first_byte_timeout, leaf_key, cert_cache_size, log_level"
 
 static int setup(void **state)
 {
@@ -506,7 +507,8 @@ static void test_load_errors_name_file_and_line(void **state)
                       "# logs\n"
                       "log_level: info\n"
                       "conn-logg: /tmp/x\n",
-                      "sluice.yaml:7: unknown key 'conn-logg' (known keys: " KNOWN_KEYS ")");
+                      "sluice.yaml:7: unknown key 'conn-logg' (known keys: " KNOWN_KEYS
+                      ", policy)");
     assert_load_error("# sluice\n"
                       "mode: explicit\n"
                       "listen: 1.2.3.4\n",
