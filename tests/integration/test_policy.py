@@ -353,3 +353,23 @@ def test_request_log_records_rule_and_action(sluice, origin, tmp_path):
     assert second["rule"] == "no-admin", second
     conn = gw.wait_record(lambda r: r["id"] == second["conn"])
     assert conn["action"] == "intercept", conn
+
+
+RESPONSE_RULES = """
+policy:
+  default: intercept
+  http:
+    - name: no-binaries
+      content_type: ["application/octet-stream"]
+      action: block
+"""
+
+
+def test_http_response_rule_replaces_the_response_with_the_block_page(sluice, origin, tmp_path):
+    o = origin("good")
+    gw = sluice("--config", write_config(tmp_path / "resp.yaml", RESPONSE_RULES))
+    text = curl(o.url("/"), "--http1.1", proxy=gw.port, cacert=gw.ca_pem)
+    assert text.http_code == 200 and o.marker in text.text, text
+    r = curl(o.url("/bytes/5000"), "--http1.1", proxy=gw.port, cacert=gw.ca_pem)
+    assert r.http_code == 403 and "no-binaries" in r.text, r
+    assert len(r.body) < 5000 and next(support.pattern_chunks(64))[:32] not in r.body, r
