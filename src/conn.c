@@ -544,10 +544,34 @@ int conn_on_upstream_session(SSL *ssl, SSL_SESSION *sess)
     return 1;
 }
 
+/* HTTP/2 is not inspected yet: when HTTP must be inspected (HTTP rules, request log), the
+ * upstream is not offered h2, so both legs settle on HTTP/1.1 and no request escapes the
+ * rules. Removes "h2" from the offer in place. */
+static void conn_alpn_without_h2(struct conn *c)
+{
+    size_t out = 0;
+    for (size_t i = 0; i < c->alpn_offer_len && i + 1u + c->alpn_offer[i] <= c->alpn_offer_len;
+         i += 1u + c->alpn_offer[i]) {
+        size_t n = 1u + c->alpn_offer[i];
+        if (n == 3 && memcmp(c->alpn_offer + i + 1, "h2", 2) == 0)
+            continue;
+        memmove(c->alpn_offer + out, c->alpn_offer + i, n);
+        out += n;
+    }
+    c->alpn_offer_len = out;
+}
+
+static bool conn_inspects_http(const struct conn *c)
+{
+    return policy_has_http_rules(conn_cfg(c)->policy) || c->w->gw->request_log_fd >= 0;
+}
+
 static int conn_upstream_tls_start(struct conn *c)
 {
     char key[320];
     c->ussl = SSL_new(c->w->gw->upstream_ctx);
+    if (conn_inspects_http(c))
+        conn_alpn_without_h2(c);
     if (!c->ussl || !SSL_set_fd(c->ussl, c->ufd) ||
         tls_upstream_prepare(c->ussl, c->host, c->alpn_offer, c->alpn_offer_len, &c->vr) != 0)
         return -1;
@@ -814,8 +838,7 @@ static bool conn_wants_http1(const struct conn *c)
 {
     const unsigned char *alpn = NULL;
     unsigned int alpn_len = 0;
-    if (c->action != CONNLOG_INTERCEPT ||
-        (!policy_has_http_rules(conn_cfg(c)->policy) && c->w->gw->request_log_fd < 0))
+    if (c->action != CONNLOG_INTERCEPT || !conn_inspects_http(c))
         return false;
     SSL_get0_alpn_selected(c->cssl, &alpn, &alpn_len);
     if (alpn_len)

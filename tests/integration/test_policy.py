@@ -373,3 +373,13 @@ def test_http_response_rule_replaces_the_response_with_the_block_page(sluice, or
     r = curl(o.url("/bytes/5000"), "--http1.1", proxy=gw.port, cacert=gw.ca_pem)
     assert r.http_code == 403 and "no-binaries" in r.text, r
     assert len(r.body) < 5000 and next(support.pattern_chunks(64))[:32] not in r.body, r
+
+
+def test_h2_clients_get_http11_while_http_is_inspected(http_gw, origin_mod):
+    """HTTP/2 is not inspected yet: with HTTP rules in force, an h2 client must not get a
+    channel the rules cannot see. It gets HTTP/1.1, and the rules apply."""
+    o = origin_mod("good", alpn="h2,http/1.1")
+    r = curl(o.url("/admin/x"), "--http2", proxy=http_gw.port, cacert=http_gw.ca_pem)
+    assert r.http_code == 403 and "no-admin" in r.text, r
+    rec = http_gw.wait_record(lambda x: x.get("dst") == "127.0.0.1:%d" % o.port)
+    assert rec["alpn"] == "http/1.1", rec
