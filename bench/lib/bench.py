@@ -103,6 +103,9 @@ def interleave(env, results, chosen, workload, fn, rounds, *fn_args):
                                            f"see {c.log_path}")
                     c.select()
                     res = fn(env, c, duration, r == 0 and attempt == 0, *fn_args)
+                    why = contenders.still_intercepting(c)
+                    if why:
+                        raise RuntimeError(f"{c.name} stopped intercepting: {why}")
                 except Exception as e:
                     traceback.print_exc()
                     res = {"failed": str(e)[:300]}

@@ -252,3 +252,13 @@ def _issuer_seen(contender):
     x509 = subprocess.run(["openssl", "x509", "-noout", "-issuer"], input=s_client.stdout,
                           capture_output=True, text=True)
     return x509.stdout.strip().removeprefix("issuer=").strip()
+
+
+def still_intercepting(contender):
+    """None while the client still gets a leaf from the interception CA, else what it gets:
+    a proxy that starts passing a name through (sluice's pinning detection, for one) would
+    otherwise be measured as a relay."""
+    if not contender.intercepts:
+        return None
+    issuer = _issuer_seen(contender)
+    return None if "bench interception CA" in issuer else f"the client now sees issuer '{issuer}'"
