@@ -338,20 +338,25 @@ enum clienthello_result clienthello_parse(const uint8_t *buf, size_t len, struct
     return CLIENTHELLO_OK;
 }
 
-bool clienthello_offers_alpn(const struct clienthello *hello, const char *proto)
+bool clienthello_alpn_list_has(const uint8_t *list, size_t len, const char *proto)
 {
     size_t want = strlen(proto);
     size_t i = 0;
 
-    while (i < hello->alpn_len) {
-        size_t n = hello->alpn[i];
-        if (i + 1 + n > hello->alpn_len)
+    while (i < len) {
+        size_t n = list[i];
+        if (i + 1 + n > len)
             break;
-        if (n == want && memcmp(hello->alpn + i + 1, proto, n) == 0)
+        if (n == want && memcmp(list + i + 1, proto, n) == 0)
             return true;
         i += 1 + n;
     }
     return false;
+}
+
+bool clienthello_offers_alpn(const struct clienthello *hello, const char *proto)
+{
+    return clienthello_alpn_list_has(hello->alpn, hello->alpn_len, proto);
 }
 
 const char *clienthello_result_str(enum clienthello_result r)

@@ -37,6 +37,9 @@ enum clienthello_result clienthello_parse(const uint8_t *buf, size_t len, struct
 /* True when the ALPN list in hello offers protocol proto (e.g. "h2"). */
 bool clienthello_offers_alpn(const struct clienthello *hello, const char *proto);
 
+/* The same for an ALPN list in wire format (list may be NULL when len is 0). */
+bool clienthello_alpn_list_has(const uint8_t *list, size_t len, const char *proto);
+
 const char *clienthello_result_str(enum clienthello_result r);
 
 #endif

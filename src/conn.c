@@ -98,16 +98,6 @@ static void conn_attach_upstream(struct conn *c, int fd)
     event_assign(&c->uev_w, c->w->base, fd, EV_WRITE | EV_PERSIST, conn_on_io, c);
 }
 
-/* True when an ALPN list (wire format) offers proto. */
-static bool alpn_list_has(const uint8_t *list, size_t len, const char *proto)
-{
-    size_t plen = strlen(proto);
-    for (size_t i = 0; i < len; i += 1u + list[i])
-        if (list[i] == plen && i + 1 + plen <= len && memcmp(list + i + 1, proto, plen) == 0)
-            return true;
-    return false;
-}
-
 /* ---- TLS callbacks (reached through the SSL's app data) ---- */
 
 /* Holds the client's handshake until the upstream's is done, then presents the leaf. */
@@ -422,7 +412,7 @@ static void conn_apply_decision(struct conn *c)
         c->action = CONNLOG_BLOCK;
         conn_reset_client(c);
     } else if (d.how == POLICY_HOW_PAGE &&
-               alpn_list_has(c->alpn_offer, c->alpn_offer_len, "http/1.1")) {
+               clienthello_alpn_list_has(c->alpn_offer, c->alpn_offer_len, "http/1.1")) {
         conn_block_with_page(c);
     } else {
         c->action = CONNLOG_BLOCK;
@@ -657,7 +647,7 @@ static void conn_upstream_failed(struct conn *c, const char *stage, const char *
     }
     c->upstream_failed = true;
     /* HTTP clients offer ALPN; one that does not offer http/1.1 cannot read the page. */
-    c->fail_with_alert = !alpn_list_has(c->alpn_offer, c->alpn_offer_len, "http/1.1");
+    c->fail_with_alert = !clienthello_alpn_list_has(c->alpn_offer, c->alpn_offer_len, "http/1.1");
     conn_watch(c, c->watching & (RELAY_WANT_READ(RELAY_CLIENT) | RELAY_WANT_WRITE(RELAY_CLIENT)));
     if (!c->fail_with_alert && !(c->leaf = mint_leaf_for_name(c->w->mint, c->host))) {
         c->closing = true;
