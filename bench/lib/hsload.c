@@ -19,8 +19,12 @@
  * Prints one JSON object: completed connections or requests, resumed handshakes, errors, the
  * rate, and latency percentiles.
  *
+ * With -N COUNT (handshake mode) it starts COUNT connections in all and stops when they are
+ * done, however long that takes within the duration: for counting a proxy's instructions per
+ * handshake (bench/hscost), where a count matters and a rate does not.
+ *
  * usage: hsload -a ADDR -p PORT -n SNI [-u PATH] [-c CONC] [-d SECONDS] [-r] [-C CAFILE]
- *               [-k RATE]
+ *               [-k RATE] [-N COUNT]
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -58,6 +62,7 @@ static struct {
     struct sockaddr_in addr;
     const char *sni, *path, *cafile;
     int conc, reuse;
+    long limit, started; /* -N: connections to start in all (0: no limit), and started so far */
     double duration;
     double rate;       /* -k: requests per second over all connections; 0: handshake mode */
     double sched_start, deadline;
@@ -111,6 +116,9 @@ static void slot_watch(struct slot *s, unsigned events)
 /* Starts a new connection in an idle slot; on failure the slot stays idle. */
 static void slot_start(struct slot *s)
 {
+    if (g.limit && g.started >= g.limit)
+        return;
+    g.started++;
     s->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (s->fd < 0) {
         note_error("socket");
@@ -313,7 +321,7 @@ static double percentile(double p)
 static void usage(void)
 {
     fprintf(stderr, "usage: hsload -a ADDR -p PORT -n SNI [-u PATH] [-c CONC] [-d SECONDS] [-r] "
-                    "[-C CAFILE] [-k RATE]\n");
+                    "[-C CAFILE] [-k RATE] [-N COUNT]\n");
     exit(2);
 }
 
@@ -324,7 +332,7 @@ int main(int argc, char **argv)
     g.path = "/";
     g.conc = 16;
     g.duration = 10;
-    while ((opt = getopt(argc, argv, "a:p:n:u:c:d:rC:k:")) != -1) {
+    while ((opt = getopt(argc, argv, "a:p:n:u:c:d:rC:k:N:")) != -1) {
         switch (opt) {
         case 'a': addr = optarg; break;
         case 'p': port = atoi(optarg); break;
@@ -335,6 +343,7 @@ int main(int argc, char **argv)
         case 'r': g.reuse = 1; break;
         case 'C': g.cafile = optarg; break;
         case 'k': g.rate = atof(optarg); break;
+        case 'N': g.limit = atol(optarg); break;
         default: usage();
         }
     }
@@ -381,6 +390,7 @@ int main(int argc, char **argv)
     struct epoll_event evs[256];
     for (double t = start; t < g.deadline; t = now()) {
         double wake = g.deadline;
+        int busy = 0;
         for (int i = 0; i < g.conc; i++) {
             struct slot *s = &slots[i];
             if (s->state == S_IDLE && !g.rate)
@@ -391,7 +401,10 @@ int main(int argc, char **argv)
             }
             if (s->state == S_WAIT && s->started < wake)
                 wake = s->started;
+            busy += s->state != S_IDLE;
         }
+        if (g.limit && !busy) /* -N: all COUNT connections are done */
+            break;
         /* a precise timeout: whole milliseconds would either spin or send late */
         double wait = wake - t < 0 ? 0 : wake - t > 0.1 ? 0.1 : wake - t;
         struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)(wait * 1e9)};
@@ -412,7 +425,7 @@ int main(int argc, char **argv)
         for (int i = 0; i < n; i++)
             slot_advance(evs[i].data.ptr);
     }
-    double elapsed = g.deadline - g.sched_start;
+    double elapsed = g.limit ? now() - g.sched_start : g.deadline - g.sched_start;
     qsort(g.lat, (size_t)g.nlat, sizeof *g.lat, cmp_double);
     printf("{\"conns\": %ld, \"resumed\": %ld, \"errors\": %ld, \"elapsed\": %.3f, "
            "\"rate\": %.1f, \"p50_ms\": %.3f, \"p99_ms\": %.3f, \"first_error\": \"%s\"}\n",
