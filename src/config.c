@@ -7,6 +7,7 @@
 #include "config.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libfyaml.h>
@@ -26,6 +27,7 @@
 #define CONFIG_WORKERS_MAX 256
 #define CONFIG_CERT_CACHE_MAX 10000000u
 #define CONFIG_DEFAULT_LISTEN "127.0.0.1:3128"
+#define CONFIG_BODY_MAX (64u << 20) /* largest body_inspect_max and body_response_hold */
 
 struct config_key;
 
@@ -372,6 +374,88 @@ static int config_set_bool(struct config *cfg, const struct config_key *key, con
     return -1;
 }
 
+/* One header name (or a comma-separated list) to redact in the request log, appended. */
+static int config_set_redact(struct config *cfg, const struct config_key *key, const char *value,
+                             char *err, size_t errlen)
+{
+    (void)key;
+    const char *p = value;
+    while (*p) {
+        size_t n = strcspn(p, ", ");
+        if (n > 0) {
+            if (cfg->n_request_log_redact == CONFIG_MAX_REDACT) {
+                snprintf(err, errlen, "at most %d header names", CONFIG_MAX_REDACT);
+                return -1;
+            }
+            char *name = strndup(p, n);
+            if (!name) {
+                snprintf(err, errlen, "out of memory");
+                return -1;
+            }
+            for (char *c = name; *c; c++)
+                *c = (char)tolower((unsigned char)*c);
+            cfg->request_log_redact[cfg->n_request_log_redact++] = name;
+        }
+        p += n;
+        p += strspn(p, ", ");
+    }
+    return 0;
+}
+
+/* A byte size: digits, then nothing (bytes), k/K/KiB or m/M/MiB. 0 or -1. */
+static int config_parse_size(const char *s, uint64_t *out)
+{
+    static const struct {
+        const char *suffix;
+        uint64_t mul;
+    } units[] = {{"", 1},         {"k", 1024},     {"K", 1024},      {"KiB", 1024},
+                 {"m", 1u << 20}, {"M", 1u << 20}, {"MiB", 1u << 20}};
+    size_t digits = strspn(s, "0123456789");
+    char number[12];
+    unsigned long v;
+
+    if (digits == 0 || digits >= sizeof(number))
+        return -1;
+    memcpy(number, s, digits);
+    number[digits] = '\0';
+    if (config_parse_uint(number, 1ul << 30, &v) != 0)
+        return -1;
+    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+        if (strcmp(s + digits, units[i].suffix) == 0) {
+            *out = (uint64_t)v * units[i].mul;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* body_inspect_max: 1 KiB..64 MiB; body_response_hold: 0..64 MiB. */
+static int config_set_body_size(struct config *cfg, const struct config_key *key, const char *value,
+                                char *err, size_t errlen)
+{
+    uint64_t *field = (uint64_t *)((char *)cfg + key->field);
+    uint64_t min = key->field == offsetof(struct config, body_inspect_max) ? 1024 : 0, v;
+
+    if (config_parse_size(value, &v) != 0 || v < min || v > CONFIG_BODY_MAX) {
+        snprintf(err, errlen, "expected a size %s..64MiB such as 1MiB, 256KiB or 65536, got '%s'",
+                 min ? "1KiB" : "0", value);
+        return -1;
+    }
+    *field = v;
+    return 0;
+}
+
+static int config_set_body_types(struct config *cfg, const struct config_key *key,
+                                 const char *value, char *err, size_t errlen)
+{
+    if (strcmp(value, "text") != 0 && strcmp(value, "all") != 0) {
+        snprintf(err, errlen, "expected text or all, got '%s'", value);
+        return -1;
+    }
+    cfg->body_types_all = value[0] == 'a';
+    return 0;
+}
+
 #define CONFIG_FIELD(member) offsetof(struct config, member)
 
 static const struct config_key config_keys[] = {
@@ -383,6 +467,8 @@ static const struct config_key config_keys[] = {
     {"request_log", config_set_path, CONFIG_FIELD(request_log), false},
     {"keylog", config_set_path, CONFIG_FIELD(keylog), false},
     {"request_log_drop_query", config_set_bool, CONFIG_FIELD(request_log_drop_query), false},
+    {"request_log_headers", config_set_bool, CONFIG_FIELD(request_log_headers), false},
+    {"request_log_redact", config_set_redact, 0, true},
     {"workers", config_set_workers, 0, false},
     {"connect_timeout", config_set_duration, CONFIG_FIELD(connect_timeout_ms), false},
     {"handshake_timeout", config_set_duration, CONFIG_FIELD(handshake_timeout_ms), false},
@@ -392,6 +478,10 @@ static const struct config_key config_keys[] = {
     {"leaf_key", config_set_leaf_key, 0, false},
     {"cert_cache_size", config_set_cert_cache_size, 0, false},
     {"log_level", config_set_log_level, 0, false},
+    {"body_inspect_max", config_set_body_size, CONFIG_FIELD(body_inspect_max), false},
+    {"body_response_hold", config_set_body_size, CONFIG_FIELD(body_response_hold), false},
+    {"body_types", config_set_body_types, 0, false},
+    {"capture_file", config_set_path, CONFIG_FIELD(capture_file), false},
 };
 
 #define CONFIG_N_KEYS (sizeof(config_keys) / sizeof(config_keys[0]))
@@ -851,11 +941,37 @@ int config_init_defaults(struct config *cfg)
     cfg->idle_timeout_ms = 300 * 1000;
     cfg->shutdown_timeout_ms = 10 * 1000;
     cfg->first_byte_timeout_ms = 1000;
+    cfg->request_log_headers = true;
     cfg->leaf_key = CA_KEY_EC_P256;
     cfg->cert_cache_size = 4096;
     cfg->log_level = CONFIG_LOG_INFO;
+    cfg->body_inspect_max = 1u << 20;
+    cfg->body_response_hold = 64u << 10;
     cfg->ca_dir = strdup(ca_default_dir());
     return cfg->ca_dir ? 0 : -1;
+}
+
+/* Body settings against each other and the policy: a rule's `capture:` needs a capture file. */
+static int config_finish_body(const struct config *cfg, char *err, size_t errlen)
+{
+    const char *rule;
+    int line;
+
+    if (cfg->body_response_hold > cfg->body_inspect_max) {
+        snprintf(err, errlen,
+                 "body_response_hold (%llu bytes) is larger than body_inspect_max (%llu bytes)",
+                 (unsigned long long)cfg->body_response_hold,
+                 (unsigned long long)cfg->body_inspect_max);
+        return -1;
+    }
+    if (!cfg->capture_file && policy_first_capture_rule(cfg->policy, &rule, &line)) {
+        snprintf(err, errlen,
+                 "%s:%d: http rule '%s': capture: needs a capture file (capture_file: FILE, or "
+                 "--capture-file FILE)",
+                 cfg->source ? cfg->source : "config", line, rule);
+        return -1;
+    }
+    return 0;
 }
 
 int config_finish(struct config *cfg, char *err, size_t errlen)
@@ -879,7 +995,7 @@ int config_finish(struct config *cfg, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    return 0;
+    return config_finish_body(cfg, err, errlen);
 }
 
 void config_free(struct config *cfg)
@@ -896,6 +1012,13 @@ void config_free(struct config *cfg)
     cfg->request_log = NULL;
     free(cfg->keylog);
     cfg->keylog = NULL;
+    free(cfg->capture_file);
+    cfg->capture_file = NULL;
+    for (size_t i = 0; i < cfg->n_request_log_redact; i++) {
+        free(cfg->request_log_redact[i]);
+        cfg->request_log_redact[i] = NULL;
+    }
+    cfg->n_request_log_redact = 0;
     free(cfg->source);
     cfg->source = NULL;
     policy_unref(cfg->policy);

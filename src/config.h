@@ -19,6 +19,8 @@ enum config_mode { CONFIG_MODE_EXPLICIT = 0, CONFIG_MODE_TRANSPARENT, CONFIG_MOD
 
 enum config_log_level { CONFIG_LOG_DEBUG = 0, CONFIG_LOG_INFO, CONFIG_LOG_WARN, CONFIG_LOG_ERROR };
 
+#define CONFIG_MAX_REDACT 32
+
 struct config_listen {
     struct sockaddr_storage addr;
     socklen_t addr_len;
@@ -37,6 +39,11 @@ struct config {
     char *request_log;         /* NULL: no request log; "-": stdout */
     char *keylog;              /* NULL: off; else NSS key-log lines for both legs go here */
     bool request_log_drop_query; /* log paths without their query string */
+    bool request_log_headers;    /* default true: records carry req_headers/resp_headers */
+    /* Header names (lower case) whose values the request log writes as "[redacted]", besides
+     * Authorization, Proxy-Authorization, Cookie and Set-Cookie, which always are. */
+    char *request_log_redact[CONFIG_MAX_REDACT];
+    size_t n_request_log_redact;
     char *conn_log;      /* NULL: no connection log; "-": stdout */
     int workers;         /* default: number of online cores */
     unsigned connect_timeout_ms;     /* default 10 s: DNS + TCP connect to the upstream */
@@ -48,6 +55,13 @@ struct config {
     enum ca_key_type leaf_key;       /* default ec-p256 */
     size_t cert_cache_size;          /* default 4096 leaves per worker */
     enum config_log_level log_level; /* default info */
+    /* Body rules (docs/POLICY.md, "Body rules"). */
+    uint64_t body_inspect_max;   /* default 1 MiB: decoded bytes of one body scanned; a request
+                                    body is held (not forwarded) until scanned that far */
+    uint64_t body_response_hold; /* default 64 KiB: a response's head waits while this much of its
+                                    body is scanned; 0: responses are never held */
+    bool body_types_all;         /* body_types: all; default text: text-like types only */
+    char *capture_file;          /* NULL: no captures; bodies rules' `capture:` writes here */
     char *source;                    /* path of the YAML file loaded, or NULL */
     struct policy *policy;           /* a reference to the `policy:` section's snapshot; after
                                         config_finish never NULL (no section: intercept all) */

@@ -19,6 +19,7 @@
 #include "clienthello.h"
 #include "connlog.h"
 #include "dial.h"
+#include "h2.h"
 #include "http1.h"
 #include "gateway.h"
 #include "json.h"
@@ -174,24 +175,40 @@ static void conn_decide(struct conn *c, struct policy_decision *d)
     c->rule = d->rule;
 }
 
-/* A client that aborted on the forged certificate: counts toward passing its name through. */
+/* Pinning is scoped to one client address: the app on that device pins, and a client that
+ * aborts handshakes on purpose must not switch inspection off for everyone else. The key is
+ * "CLIENT-IP NAME". */
+static const char *conn_pinning_key(const struct conn *c, char *buf, size_t size)
+{
+    char ip[ADDR_TEXT_MAX];
+    addr_format_ip((const struct sockaddr *)&c->client, ip, sizeof(ip));
+    snprintf(buf, size, "%s %s", ip, c->sni);
+    return buf;
+}
+
+/* A client that aborted on the forged certificate: counts toward passing its name through
+ * for that client. */
 static void conn_note_refusal(struct conn *c)
 {
     const struct policy_pinning *pin = policy_pinning(conn_cfg(c)->policy);
+    char key[ADDR_TEXT_MAX + 300], ip[ADDR_TEXT_MAX];
     if (!pin->enabled || !c->sni || !c->leaf_sent || c->upstream_failed || c->block_page)
         return;
-    if (pinning_record_refusal(c->w->gw->pinning, c->sni, pinning_now_ms(), pin->threshold,
-                               pin->window_ms, pin->ttl_ms))
+    if (pinning_record_refusal(c->w->gw->pinning, conn_pinning_key(c, key, sizeof(key)),
+                               pinning_now_ms(), pin->threshold, pin->window_ms, pin->ttl_ms))
         log_msg(LOG_WARN,
-                "pinning_suspected: clients refused the forged certificate for %s %u times "
-                "within %u s; passing it through for %u s",
-                c->sni, pin->threshold, pin->window_ms / 1000, pin->ttl_ms / 1000);
+                "pinning_suspected: client %s refused the forged certificate for %s %u times "
+                "within %u s; passing %s through for that client for %u s",
+                addr_format_ip((const struct sockaddr *)&c->client, ip, sizeof(ip)), c->sni, pin->threshold, pin->window_ms / 1000, c->sni,
+                pin->ttl_ms / 1000);
 }
 
 static bool conn_is_pinned(const struct conn *c)
 {
+    char key[ADDR_TEXT_MAX + 300];
     return c->sni && policy_pinning(conn_cfg(c)->policy)->enabled &&
-           pinning_is_pinned(c->w->gw->pinning, c->sni, pinning_now_ms());
+           pinning_is_pinned(c->w->gw->pinning, conn_pinning_key(c, key, sizeof(key)),
+                             pinning_now_ms());
 }
 
 /* Ends the connection with a TCP reset. */
@@ -255,13 +272,14 @@ static ssize_t conn_peek(struct conn *c)
     return n;
 }
 
-/* A CONNECT whose host the policy blocks with a page or a reset is refused right away (an
- * alert waits for the ClientHello). Returns true when it was. */
-static bool conn_block_connect(struct conn *c)
+/* An explicit-proxy request whose host the policy blocks is refused right away: with a reset,
+ * or with the 403 page. A CONNECT blocked with an alert waits for its ClientHello; a plain
+ * http:// request has no TLS to alert, so it gets the page. Returns true when refused. */
+static bool conn_block_proxy_request(struct conn *c, bool tls_follows)
 {
     struct policy_decision d;
     conn_decide(c, &d);
-    if (d.action != POLICY_BLOCK || d.how == POLICY_HOW_ALERT)
+    if (d.action != POLICY_BLOCK || (d.how == POLICY_HOW_ALERT && tls_follows))
         return false;
     c->action = CONNLOG_BLOCK;
     if (d.how == POLICY_HOW_RESET) {
@@ -297,7 +315,7 @@ static void conn_take_proxy_request(struct conn *c, struct proxyreq *req)
     }
     c->target = strdup(req->host);
     c->port = req->port;
-    if (req->kind == PROXYREQ_CONNECT && conn_block_connect(c))
+    if (conn_block_proxy_request(c, req->kind == PROXYREQ_CONNECT))
         return;
     if (req->kind == PROXYREQ_CONNECT) {
         static const char ok[] = "HTTP/1.1 200 Connection established\r\n\r\n";
@@ -534,16 +552,25 @@ int conn_on_upstream_session(SSL *ssl, SSL_SESSION *sess)
     return 1;
 }
 
-/* HTTP/2 is not inspected yet: when HTTP must be inspected (HTTP rules, request log), the
- * upstream is not offered h2, so both legs settle on HTTP/1.1 and no request escapes the
- * rules. Removes "h2" from the offer in place. */
-static void conn_alpn_without_h2(struct conn *c)
+/* While HTTP is inspected (HTTP rules, request log), the upstream is offered what the client
+ * offered among h2 and http/1.1, the two protocols sluice can read; an offer with neither
+ * (another protocol only) is passed on as it is and relayed without HTTP inspection. Filters
+ * the offer in place. */
+static bool conn_alpn_is_http(const uint8_t *p, size_t n)
+{
+    return (n == 2 && memcmp(p, "h2", 2) == 0) || (n == 8 && memcmp(p, "http/1.1", 8) == 0);
+}
+
+static void conn_alpn_http_only(struct conn *c)
 {
     size_t out = 0;
+    if (!clienthello_alpn_list_has(c->alpn_offer, c->alpn_offer_len, "h2") &&
+        !clienthello_alpn_list_has(c->alpn_offer, c->alpn_offer_len, "http/1.1"))
+        return;
     for (size_t i = 0; i < c->alpn_offer_len && i + 1u + c->alpn_offer[i] <= c->alpn_offer_len;
          i += 1u + c->alpn_offer[i]) {
         size_t n = 1u + c->alpn_offer[i];
-        if (n == 3 && memcmp(c->alpn_offer + i + 1, "h2", 2) == 0)
+        if (!conn_alpn_is_http(c->alpn_offer + i + 1, n - 1))
             continue;
         memmove(c->alpn_offer + out, c->alpn_offer + i, n);
         out += n;
@@ -561,7 +588,7 @@ static int conn_upstream_tls_start(struct conn *c)
     char key[320];
     c->ussl = SSL_new(c->w->gw->upstream_ctx);
     if (conn_inspects_http(c))
-        conn_alpn_without_h2(c);
+        conn_alpn_http_only(c);
     if (!c->ussl || !SSL_set_fd(c->ussl, c->ufd) ||
         tls_upstream_prepare(c->ussl, c->host, c->alpn_offer, c->alpn_offer_len, &c->vr) != 0)
         return -1;
@@ -821,19 +848,39 @@ static void conn_do_fail_write(struct conn *c)
 /* ---- relaying ---- */
 
 
-/* HTTP/1.1 is inspected when the policy has HTTP rules or requests are logged, and the client
- * and server agreed on http/1.1 (or on nothing, on the HTTPS port): other protocols, h2
- * among them for now, pass as they are. */
-static bool conn_wants_http1(const struct conn *c)
+/* The HTTP layer of an intercepted connection whose HTTP is inspected (HTTP rules, request
+ * log): h2 when both legs agreed on it, HTTP/1.1 when they agreed on http/1.1 (or on nothing,
+ * on the HTTPS port); 0 otherwise: other protocols pass as they are. */
+static int conn_http_version(const struct conn *c)
 {
     const unsigned char *alpn = NULL;
     unsigned int alpn_len = 0;
     if (c->action != CONNLOG_INTERCEPT || !conn_inspects_http(c))
-        return false;
+        return 0;
     SSL_get0_alpn_selected(c->cssl, &alpn, &alpn_len);
+    if (alpn_len == 2 && memcmp(alpn, "h2", 2) == 0)
+        return 2;
     if (alpn_len)
         return alpn_len == 8 && memcmp(alpn, "http/1.1", 8) == 0;
     return c->have_dst && addr_port((struct sockaddr *)&c->dst) == 443;
+}
+
+/* Puts the HTTP layer between the legs: the HTTP/1.1 inspector or the HTTP/2 bridge. */
+static int conn_http_attach(struct conn *c)
+{
+    int version = conn_http_version(c);
+    if (version == 2) {
+        if (!(c->h2 = h2_bridge_new(&conn_h2_hooks, c, NULL)))
+            return -1;
+        relay_bridge_h2(&c->relay, c->h2);
+        if (c->w->draining)
+            h2_bridge_shutdown(c->h2);
+    } else if (version == 1) {
+        if (!(c->http = http1_new(&conn_http_hooks, c)))
+            return -1;
+        relay_inspect_http1(&c->relay, c->http);
+    }
+    return 0;
 }
 
 static void conn_relay_start(struct conn *c)
@@ -841,18 +888,31 @@ static void conn_relay_start(struct conn *c)
     c->relay_started = true;
     event_base_gettimeofday_cached(c->w->base, &c->last_active);
     relay_init(&c->relay, c->w->pool, c->cfd, c->cssl, c->ufd, c->ussl);
-    if (conn_wants_http1(c)) {
-        if (!(c->http = http1_new(&conn_http_hooks, c))) {
-            conn_fail(c, "relay", "out of memory");
-            return;
-        }
-        relay_inspect_http1(&c->relay, c->http);
+    if (conn_http_attach(c) != 0) {
+        conn_fail(c, "relay", "out of memory");
+        return;
     }
     if (c->fwd_head) {
         if (relay_preload_up(&c->relay, c->fwd_head, c->fwd_len) != 0)
             conn_fail(c, "proxy_request", "request head too large");
         free(c->fwd_head);
         c->fwd_head = NULL;
+    }
+}
+
+/* Gateway shutdown: an HTTP/2 connection is told GOAWAY on both legs, so that its streams in
+ * flight finish and no new one starts; other connections finish on their own. */
+void conn_drain_all(struct worker *w)
+{
+    struct conn *next;
+    for (struct conn *c = w->conns; c; c = next) {
+        next = c->next;
+        if (!c->h2 || c->closing)
+            continue;
+        h2_bridge_shutdown(c->h2);
+        conn_advance(c);
+        if (c->closing)
+            conn_close_now(c);
     }
 }
 
@@ -918,8 +978,8 @@ static void conn_advance(struct conn *c)
 static void conn_on_io(evutil_socket_t fd, short what, void *arg)
 {
     struct conn *c = arg;
-    (void)fd;
-    (void)what;
+    if (c->relay_started && (what & EV_READ))
+        relay_note_ready(&c->relay, RELAY_WANT_READ(fd == c->cfd ? RELAY_CLIENT : RELAY_UPSTREAM));
     conn_advance(c);
     if (c->closing)
         conn_close_now(c);
@@ -1015,6 +1075,8 @@ static void conn_destroy(struct conn *c)
     dial_cancel(c->dial);
     relay_release(&c->relay);
     http1_free(c->http);
+    h2_bridge_free(c->h2);
+    conn_http_release(c);
     SSL_free(c->cssl);
     SSL_free(c->ussl);
     if (c->cfd >= 0)

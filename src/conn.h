@@ -24,6 +24,10 @@ SSL_CTX *conn_client_ctx_new(void);
  * worker's cache for resumption. */
 int conn_on_upstream_session(SSL *ssl, SSL_SESSION *sess);
 
+/* Gateway shutdown begins: connections that can be told to finish (HTTP/2: GOAWAY on both
+ * legs) are told; may close some of them. */
+void conn_drain_all(struct worker *w);
+
 /* Closes every connection of w (shutdown deadline), each logged with `reason`. */
 void conn_close_all(struct worker *w, const char *reason);
 

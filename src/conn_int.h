@@ -18,6 +18,9 @@
 #include "tls.h"
 
 struct dial;
+struct conn_heads;
+struct h2_bridge;
+struct h2_hooks;
 struct http1;
 struct http1_hooks;
 struct mint_leaf;
@@ -70,7 +73,9 @@ struct conn {
     struct mint_leaf *leaf;
     int up_version;
     struct relay relay;
-    struct http1 *http;       /* HTTP/1.1 inspector, when the policy has HTTP rules */
+    struct http1 *http;       /* HTTP/1.1 inspector, when HTTP is inspected */
+    struct h2_bridge *h2;     /* HTTP/2 bridge, when HTTP is inspected and both legs chose h2 */
+    struct conn_heads *heads; /* request log: header lists of exchanges in flight */
     char *page;               /* CONN_FAIL_WRITE: the response, and how much is sent */
     size_t page_len, page_off;
     struct timeval started;
@@ -87,8 +92,38 @@ static inline const struct config *conn_cfg(const struct conn *c)
 
 /* The HTTP/1.1 inspector's hooks: the policy's HTTP rules and the request log (conn_http.c). */
 extern const struct http1_hooks conn_http_hooks;
+/* The HTTP/2 bridge's hooks: the same rules and log for HTTP/2 streams (conn_http.c). */
+extern const struct h2_hooks conn_h2_hooks;
+
+/* Frees what conn_http keeps for the connection (after the inspector and bridge are freed,
+ * whose last exchanges it logs). */
+void conn_http_release(struct conn *c);
+
+/* The request header fields of exchange `key` (HTTP/1.1: its number; HTTP/2: the client's
+ * stream id), kept from the request head when the policy has header keys, for the decisions
+ * made at the response; 0 and NULL otherwise. Borrowed until the exchange ends. */
+struct policy_http_header;
+size_t conn_http_request_fields(struct conn *c, uint32_t key,
+                                const struct policy_http_header **out);
 
 /* Writes the connection's record to the connection log, if there is one (conn_record.c). */
 void conn_log_record(struct conn *c);
+
+/* Body rules (conn_body.c): the body hooks of the HTTP/1.1 inspector and the HTTP/2 bridge,
+ * for the hook tables in conn_http.c. arg is the struct conn. */
+struct http1_block;
+struct http1_body_info;
+struct http1_body_plan;
+struct h2_block;
+struct h2_body_info;
+struct h2_body_plan;
+void conn_body_http1_begin(void *arg, const struct http1_body_info *info,
+                           struct http1_body_plan *plan);
+int conn_body_http1_data(void *arg, void *body, const uint8_t *data, size_t len, bool end,
+                         struct http1_block *blk);
+void conn_body_h2_begin(void *arg, const struct h2_body_info *info, struct h2_body_plan *plan);
+int conn_body_h2_data(void *arg, void *body, const uint8_t *data, size_t len, bool end,
+                      struct h2_block *blk);
+void conn_body_end(void *arg, void *body); /* both: frees the body's state */
 
 #endif

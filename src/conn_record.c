@@ -6,6 +6,7 @@
 
 #include "addr.h"
 #include "conn_int.h"
+#include "h2.h"
 #include "gateway.h"
 #include "json.h"
 #include "log.h"
@@ -125,6 +126,12 @@ void conn_log_record(struct conn *c)
     json_tls(&j, "upstream_tls", c->ussl, c->upstream_tls_done);
     json_cert(&j, c->vr.leaf);
     json_verify(&j, c);
+    if (c->h2) {
+        json_key(&j, "h2");
+        json_begin(&j);
+        json_kv_uint(&j, "mem_peak", h2_bridge_memory_peak(c->h2));
+        json_end(&j);
+    }
     json_kv_uint(&j, "bytes_up", c->relay.dir[0].bytes);
     json_kv_uint(&j, "bytes_down", c->relay.dir[1].bytes);
     json_kv_uint(&j, "duration_ms", (uint64_t)took.tv_sec * 1000 + (uint64_t)took.tv_usec / 1000);

@@ -82,6 +82,17 @@ static int gateway_open_keylog(struct gateway *gw, const char *path, char *err, 
     return 0;
 }
 
+/* The capture file holds decoded bodies: only its owner may read it, like the key log. */
+static int gateway_open_capture(struct gateway *gw, const char *path, char *err, size_t errlen)
+{
+    gw->capture_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (gw->capture_fd < 0) {
+        snprintf(err, errlen, "cannot open capture file %s: %s", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
 static int gateway_prepare(struct gateway *gw, struct config *cfg)
 {
     char err[512];
@@ -94,6 +105,7 @@ static int gateway_prepare(struct gateway *gw, struct config *cfg)
     gw->conn_log_fd = -1;
     gw->request_log_fd = -1;
     gw->keylog_fd = -1;
+    gw->capture_fd = -1;
     gw->n_workers = cfg->workers;
     if (!(gw->ca = gateway_load_ca(cfg)))
         return -1;
@@ -108,6 +120,8 @@ static int gateway_prepare(struct gateway *gw, struct config *cfg)
         (gw->request_log_fd = connlog_open(cfg->request_log, err, sizeof(err))) < 0)
         goto fail;
     if (cfg->keylog && gateway_open_keylog(gw, cfg->keylog, err, sizeof(err)) != 0)
+        goto fail;
+    if (cfg->capture_file && gateway_open_capture(gw, cfg->capture_file, err, sizeof(err)) != 0)
         goto fail;
     if (!(gw->sockets = listener_open_all(cfg, gw->n_workers, &gw->n_sockets, err, sizeof(err))))
         goto fail;
@@ -126,6 +140,8 @@ static void gateway_release(struct gateway *gw)
         close(gw->request_log_fd);
     if (gw->keylog_fd >= 0)
         close(gw->keylog_fd);
+    if (gw->capture_fd >= 0)
+        close(gw->capture_fd);
     SSL_CTX_free(gw->client_ctx);
     SSL_CTX_free(gw->upstream_ctx);
     ca_free(gw->ca);
@@ -185,7 +201,7 @@ static void gateway_warn_fixed_settings(const struct config *old, const struct c
     bool listen = old->n_listen != neu->n_listen;
     for (size_t i = 0; !listen && i < old->n_listen; i++)
         listen = strcmp(old->listen[i].text, neu->listen[i].text) != 0;
-    const char *changed[10];
+    const char *changed[12];
     size_t n = 0;
     if (listen)
         changed[n++] = "listen";
@@ -201,6 +217,8 @@ static void gateway_warn_fixed_settings(const struct config *old, const struct c
         changed[n++] = "request_log";
     if (gateway_str_differs(old->keylog, neu->keylog))
         changed[n++] = "keylog";
+    if (gateway_str_differs(old->capture_file, neu->capture_file))
+        changed[n++] = "capture_file";
     if (old->leaf_key != neu->leaf_key)
         changed[n++] = "leaf_key";
     if (old->cert_cache_size != neu->cert_cache_size)

@@ -26,6 +26,7 @@ struct gateway {
     int conn_log_fd;               /* -1 when off */
     int request_log_fd;            /* -1 when off */
     int keylog_fd;                 /* -1 when off */
+    int capture_fd;                /* body captures (capture_file, mode 0600); -1 when off */
     struct pinning *pinning;       /* names whose clients refuse forged certificates */
     struct listener_socket *sockets; /* bound listening sockets, one set per worker */
     size_t n_sockets;

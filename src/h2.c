@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 enum { DOWN = 0, UP = 1 }; /* legs: DOWN faces the client, UP the upstream */
@@ -82,6 +83,12 @@ struct h2_body {
     bool has_trailers;
     bool drop;  /* arrivals are discarded (and consumed at once) */
     bool local; /* buf holds the gateway's own page: nothing to consume on the other leg */
+    /* body inspection (h2_body_info): the hook's state, and the hold of the head */
+    void *inspect;      /* NULL: not (or no longer) inspected */
+    uint64_t hold;      /* bytes to inspect before the head goes on */
+    uint64_t seen;      /* bytes given to on_body */
+    bool holding;       /* the head waits in the stream's `held` */
+    size_t preconsumed; /* bytes in buf already given back to the connection window */
 };
 
 struct h2_stream {
@@ -93,6 +100,8 @@ struct h2_stream {
     uint32_t rst_code[2];
     bool end_sent[2];       /* END_STREAM sent on that leg */
     struct h2_head rx[2];   /* the head (or trailers) being received from each leg */
+    struct h2_head held;    /* a head waiting for its body's inspection (request, then
+                             * response) */
     struct h2_body body[2]; /* body[DOWN]: the request, to UP; body[UP]: the response */
     bool head_done;         /* the request head completed */
     bool final_in;          /* a final response head arrived */
@@ -558,6 +567,15 @@ static void report(struct h2_bridge *b, struct h2_stream *s)
     b->hooks->on_exchange(b->arg, &x);
 }
 
+/* Ends the inspection of the body from leg: the hook frees its state. */
+static void inspect_stop(struct h2_bridge *b, struct h2_stream *s, int leg)
+{
+    void *state = s->body[leg].inspect;
+    s->body[leg].inspect = NULL;
+    if (state)
+        b->hooks->body_end(b->arg, state);
+}
+
 static void stream_free(struct h2_bridge *b, struct h2_stream *s)
 {
     if (s->prev)
@@ -568,10 +586,12 @@ static void stream_free(struct h2_bridge *b, struct h2_stream *s)
         s->next->prev = s->prev;
     b->n_streams--;
     for (int leg = 0; leg < 2; leg++) {
+        inspect_stop(b, s, leg);
         head_free(b, &s->rx[leg]);
         head_free(b, &s->body[leg].trailers);
         sbuf_clear(b, &s->body[leg].buf);
     }
+    head_free(b, &s->held);
     bfree(b, s->meta);
     bfree(b, s);
 }
@@ -595,6 +615,19 @@ static int consume(struct h2_bridge *b, int leg, int32_t id, size_t n, bool stre
     return nghttp2_is_fatal(rv) ? -1 : 0;
 }
 
+/* n bytes of the body from leg `from` were passed on or dropped: gives them back to the
+ * sender's windows (those held were given back to its connection window already). */
+static int consume_body(struct h2_bridge *b, struct h2_stream *s, int from, size_t n)
+{
+    struct h2_body *body = &s->body[from];
+    size_t pre = n < body->preconsumed ? n : body->preconsumed;
+    body->preconsumed -= pre;
+    if (pre && s->open[from] && s->id[from] > 0 && !b->closed[from] &&
+        nghttp2_is_fatal(nghttp2_session_consume_stream(b->sess[from], s->id[from], pre)))
+        return -1;
+    return consume(b, from, s->id[from], n - pre, s->open[from]);
+}
+
 /* Discards what came from leg and was not passed on yet, and whatever still comes. */
 static int body_drop(struct h2_bridge *b, struct h2_stream *s, int from)
 {
@@ -603,7 +636,9 @@ static int body_drop(struct h2_bridge *b, struct h2_stream *s, int from)
     head_free(b, &body->trailers);
     body->has_trailers = false;
     body->drop = true;
-    return body->local ? 0 : consume(b, from, s->id[from], n, s->open[from]);
+    body->holding = false;
+    inspect_stop(b, s, from);
+    return body->local ? 0 : consume_body(b, s, from, n);
 }
 
 static int reset_leg(struct h2_bridge *b, struct h2_stream *s, int leg, uint32_t code)
@@ -658,7 +693,7 @@ static ssize_t read_body(nghttp2_session *session, int32_t stream_id, uint8_t *b
     int from = OTHER(to);
     struct h2_body *body = &s->body[from];
     size_t n = sbuf_take(b, &body->buf, buf, length);
-    if (!body->local && consume(b, from, s->id[from], n, s->open[from]) != 0)
+    if (!body->local && consume_body(b, s, from, n) != 0)
         return NGHTTP2_ERR_CALLBACK_FAILURE;
     if (body->buf.len == 0 && body->eof) {
         *data_flags |= NGHTTP2_DATA_FLAG_EOF;
@@ -863,12 +898,11 @@ static int request_meta(struct h2_bridge *b, struct h2_stream *s, const struct h
     return 0;
 }
 
-/* Asks on_request; 1 when blocked (rule and ref copied), 0 when allowed, -1 on OOM. */
-static int ask_request(struct h2_bridge *b, struct h2_stream *s, const struct h2_head *h, bool end)
+/* What the hooks see of a request head; req->headers must be freed with bfree. -1 on OOM. */
+static int request_info(struct h2_bridge *b, const struct h2_stream *s, const struct h2_head *h,
+                        bool end, struct h2_request_info *req)
 {
-    if (!b->hooks || !b->hooks->on_request)
-        return 0;
-    struct h2_request_info req = {
+    *req = (struct h2_request_info){
         .stream_id = s->id[DOWN],
         .seq = s->seq,
         .method = s->method,
@@ -877,18 +911,147 @@ static int ask_request(struct h2_bridge *b, struct h2_stream *s, const struct h2
         .path = s->path,
         .content_length = end ? 0 : parse_length(head_get(h, "content-length")),
     };
-    struct h2_header *hv = head_regular(b, h, &req.n_headers);
-    if (!hv)
+    struct h2_header *hv = head_regular(b, h, &req->n_headers);
+    req->headers = hv;
+    return hv ? 0 : -1;
+}
+
+/* Asks on_request; 1 when blocked (rule and ref copied), 0 when allowed, -1 on OOM. */
+static int ask_request(struct h2_bridge *b, struct h2_stream *s, const struct h2_head *h, bool end)
+{
+    if (!b->hooks || !b->hooks->on_request)
+        return 0;
+    struct h2_request_info req;
+    if (request_info(b, s, h, end, &req) != 0)
         return -1;
-    req.headers = hv;
     struct h2_block blk = {0};
     int action = b->hooks->on_request(b->arg, &req, &blk);
-    bfree(b, hv);
+    bfree(b, (void *)req.headers);
     if (action != H2_BLOCK)
         return 0;
     copy_trunc(s->rule, sizeof(s->rule), blk.rule);
     copy_trunc(s->ref, sizeof(s->ref), blk.ref);
     return 1;
+}
+
+/* --- body inspection --------------------------------------------------------------------- */
+
+static bool body_hooked(const struct h2_bridge *b)
+{
+    return b->hooks && b->hooks->body_begin && b->hooks->on_body && b->hooks->body_end;
+}
+
+/* Offers the body from leg, which follows a head just allowed, to body_begin. */
+static void inspect_begin(struct h2_bridge *b, struct h2_stream *s, int leg,
+                          const struct h2_body_info *info)
+{
+    struct h2_body *body = &s->body[leg];
+    struct h2_body_plan plan = {0};
+    if (!body_hooked(b))
+        return;
+    b->hooks->body_begin(b->arg, info, &plan);
+    if (!plan.body)
+        return;
+    body->inspect = plan.body;
+    body->hold = plan.hold < info->max_hold ? plan.hold : info->max_hold;
+    body->holding = body->hold > 0;
+}
+
+/* Offers a request body; 0, or -1 on OOM. */
+static int inspect_request(struct h2_bridge *b, struct h2_stream *s, const struct h2_head *h)
+{
+    struct h2_request_info req;
+    if (!body_hooked(b))
+        return 0;
+    if (request_info(b, s, h, false, &req) != 0)
+        return -1;
+    inspect_begin(b, s, DOWN,
+                  &(struct h2_body_info){.req = &req, .max_hold = b->cfg.stream_window});
+    bfree(b, (void *)req.headers);
+    return 0;
+}
+
+/* Gives data[0..len) from leg, and the end, to on_body. BLOCK copies the rule and reference;
+ * BLOCK, DONE and the end stop the inspection. Returns the verdict (DONE at the end). */
+static int inspect_data(struct h2_bridge *b, struct h2_stream *s, int leg, const uint8_t *data,
+                        size_t len, bool end)
+{
+    struct h2_body *body = &s->body[leg];
+    if (!body->inspect || (len == 0 && !end))
+        return H2_BODY_MORE;
+    struct h2_block blk = {0};
+    int v = b->hooks->on_body(b->arg, body->inspect, data, len, end, &blk);
+    body->seen += len;
+    if (v == H2_BODY_BLOCK) {
+        copy_trunc(s->rule, sizeof(s->rule), blk.rule);
+        copy_trunc(s->ref, sizeof(s->ref), blk.ref);
+    }
+    if (v == H2_BODY_BLOCK || v == H2_BODY_DONE || end) {
+        inspect_stop(b, s, leg);
+        return v == H2_BODY_BLOCK ? v : H2_BODY_DONE;
+    }
+    return H2_BODY_MORE;
+}
+
+/* A body rule blocked the body from leg: a head still held is answered with the page (the
+ * request never went upstream, or the response head never reached the client); otherwise
+ * the upstream's stream is cancelled and the client's reset (reply_local). */
+static int inspect_blocked(struct h2_bridge *b, struct h2_stream *s, int leg)
+{
+    bool held = s->body[leg].holding;
+    set_end(s, H2_END_BLOCKED, 0,
+            leg == DOWN ? (held ? "request body blocked by policy"
+                                : "request body blocked by policy after part of it was sent")
+                        : (held ? "response body blocked by policy"
+                                : "response body blocked by policy after part of it was sent"));
+    s->body[leg].holding = false;
+    head_free(b, &s->held);
+    return reply_local(b, s, 403);
+}
+
+/* Opens the upstream stream for the request head h (borrowed). 0, or -1 on OOM. */
+static int open_upstream(struct h2_bridge *b, struct h2_stream *s, const struct h2_head *h,
+                         bool end)
+{
+    nghttp2_nv *nva = head_nva(b, h);
+    if (!nva)
+        return -1;
+    nghttp2_data_provider dp = {.source.ptr = s, .read_callback = read_body};
+    int32_t id = nghttp2_submit_request(b->sess[UP], NULL, nva, h->n, end ? NULL : &dp, s);
+    bfree(b, nva);
+    if (nghttp2_is_fatal(id))
+        return -1;
+    if (id < 0)
+        return refuse(b, s, "no upstream stream available");
+    s->id[UP] = id;
+    s->open[UP] = true;
+    return 0;
+}
+
+/* A held request whose client waits for 100 Continue gets one from the gateway (the
+ * upstream's own may follow; clients take several). */
+static int continue_held(struct h2_bridge *b, struct h2_stream *s)
+{
+    const char *expect = head_get(&s->held, "expect");
+    if (!expect || strcasecmp(expect, "100-continue") != 0)
+        return 0;
+    nghttp2_nv nv = {(uint8_t *)":status", (uint8_t *)"100", 7, 3, NGHTTP2_NV_FLAG_NONE};
+    int rv =
+        nghttp2_submit_headers(b->sess[DOWN], NGHTTP2_FLAG_NONE, s->id[DOWN], NULL, &nv, 1, NULL);
+    return nghttp2_is_fatal(rv) ? -1 : 0;
+}
+
+/* The held request goes upstream now (unless the upstream is going away). */
+static int release_request(struct h2_bridge *b, struct h2_stream *s)
+{
+    int rv;
+    s->body[DOWN].holding = false;
+    if (b->stopping || b->closed[UP] || !nghttp2_session_check_request_allowed(b->sess[UP]))
+        rv = refuse(b, s, "upstream connection going away");
+    else
+        rv = open_upstream(b, s, &s->held, false);
+    head_free(b, &s->held);
+    return rv;
 }
 
 /* A request head is complete: refuse, block, or open the mapped stream upstream. */
@@ -917,20 +1080,15 @@ static int request_head(struct h2_bridge *b, struct h2_stream *s, bool end)
         rv = reply_local(b, s, 403);
         goto out;
     }
-    nghttp2_nv *nva = head_nva(b, h);
-    if (!nva)
+    if (!end && inspect_request(b, s, h) != 0)
         goto oom;
-    nghttp2_data_provider dp = {.source.ptr = s, .read_callback = read_body};
-    int32_t id = nghttp2_submit_request(b->sess[UP], NULL, nva, h->n, end ? NULL : &dp, s);
-    bfree(b, nva);
-    if (nghttp2_is_fatal(id))
-        goto oom;
-    if (id < 0) {
-        rv = refuse(b, s, "no upstream stream available");
+    if (s->body[DOWN].holding) {
+        s->held = *h; /* the head waits for its body's inspection */
+        memset(h, 0, sizeof(*h));
+        rv = continue_held(b, s);
         goto out;
     }
-    s->id[UP] = id;
-    s->open[UP] = true;
+    rv = open_upstream(b, s, h, end);
 out:
     head_free(b, h);
     return rv;
@@ -970,28 +1128,53 @@ static int trailers_in(struct h2_bridge *b, struct h2_stream *s, int leg)
 
 /* --- the upstream's leg: response heads -------------------------------------------------- */
 
+/* What the hooks see of a response head, with *x the exchange so far; resp->headers must be
+ * freed with bfree. -1 on OOM. */
+static int response_info(struct h2_bridge *b, const struct h2_stream *s, const struct h2_head *h,
+                         struct h2_exchange *x, struct h2_response_info *resp)
+{
+    exchange_view(s, x);
+    x->status = x->upstream_status = 0;
+    *resp = (struct h2_response_info){
+        .req = x, .status = s->upstream_status, .content_type = s->content_type};
+    struct h2_header *hv = head_regular(b, h, &resp->n_headers);
+    resp->headers = hv;
+    return hv ? 0 : -1;
+}
+
 /* Asks on_response; 1 when blocked, 0 when allowed, -1 on OOM. */
 static int ask_response(struct h2_bridge *b, struct h2_stream *s, const struct h2_head *h)
 {
     if (!b->hooks || !b->hooks->on_response)
         return 0;
     struct h2_exchange x;
-    exchange_view(s, &x);
-    x.status = x.upstream_status = 0;
-    struct h2_response_info resp = {
-        .req = &x, .status = s->upstream_status, .content_type = s->content_type};
-    struct h2_header *hv = head_regular(b, h, &resp.n_headers);
-    if (!hv)
+    struct h2_response_info resp;
+    if (response_info(b, s, h, &x, &resp) != 0)
         return -1;
-    resp.headers = hv;
     struct h2_block blk = {0};
     int action = b->hooks->on_response(b->arg, &resp, &blk);
-    bfree(b, hv);
+    bfree(b, (void *)resp.headers);
     if (action != H2_BLOCK)
         return 0;
     copy_trunc(s->rule, sizeof(s->rule), blk.rule);
     copy_trunc(s->ref, sizeof(s->ref), blk.ref);
     return 1;
+}
+
+/* Offers a response body; 0, or -1 on OOM. */
+static int inspect_response(struct h2_bridge *b, struct h2_stream *s, const struct h2_head *h)
+{
+    struct h2_exchange x;
+    struct h2_response_info resp;
+    if (!body_hooked(b))
+        return 0;
+    if (response_info(b, s, h, &x, &resp) != 0)
+        return -1;
+    inspect_begin(
+        b, s, UP,
+        &(struct h2_body_info){.response = true, .resp = &resp, .max_hold = b->cfg.stream_window});
+    bfree(b, (void *)resp.headers);
+    return 0;
 }
 
 static int submit_head_down(struct h2_bridge *b, struct h2_stream *s, const struct h2_head *h,
@@ -1010,6 +1193,27 @@ static int submit_head_down(struct h2_bridge *b, struct h2_stream *s, const stru
     }
     bfree(b, nva);
     return nghttp2_is_fatal(rv) ? -1 : 0;
+}
+
+/* The held response head goes to the client now, its body after it. */
+static int release_response(struct h2_bridge *b, struct h2_stream *s)
+{
+    int rv = 0;
+    s->body[UP].holding = false;
+    if (!s->open[DOWN] || b->closed[DOWN]) {
+        rv = body_drop(b, s, UP);
+    } else {
+        rv = submit_head_down(b, s, &s->held, true, false);
+        s->status = s->upstream_status;
+        s->resp_started = true;
+    }
+    head_free(b, &s->held);
+    return rv;
+}
+
+static int release_held(struct h2_bridge *b, struct h2_stream *s, int leg)
+{
+    return leg == DOWN ? release_request(b, s) : release_response(b, s);
 }
 
 /* A response head (1xx or final) or trailers arrived from the upstream. */
@@ -1048,6 +1252,15 @@ static int response_head(struct h2_bridge *b, struct h2_stream *s, bool end)
     if (blocked) {
         set_end(s, H2_END_BLOCKED, 0, "response blocked by policy");
         rv = reply_local(b, s, 403);
+        goto out;
+    }
+    if (!end && inspect_response(b, s, h) != 0) {
+        rv = -1;
+        goto out;
+    }
+    if (s->body[UP].holding) {
+        s->held = *h; /* the head waits for its body's inspection */
+        memset(h, 0, sizeof(*h));
         goto out;
     }
     rv = submit_head_down(b, s, h, true, end);
@@ -1199,6 +1412,47 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
     return 0;
 }
 
+/* DATA from leg for a live stream: inspected first when asked, then buffered for the other
+ * leg, or held with its head (given back to the sender's connection window at once). */
+static int body_data(struct h2_bridge *b, struct h2_stream *s, int leg, const uint8_t *data,
+                     size_t len)
+{
+    struct h2_body *body = &s->body[leg];
+    int v = inspect_data(b, s, leg, data, len, false);
+    if (v == H2_BODY_BLOCK) {
+        body->bytes += len;
+        if (consume(b, leg, s->id[leg], len, true) != 0)
+            return -1;
+        return inspect_blocked(b, s, leg);
+    }
+    if (sbuf_add(b, &body->buf, data, len) != 0)
+        return -1;
+    body->bytes += len;
+    if (!body->holding) {
+        wake(b, s, OTHER(leg));
+        return 0;
+    }
+    if (nghttp2_is_fatal(nghttp2_session_consume_connection(b->sess[leg], len)))
+        return -1;
+    body->preconsumed += len;
+    if (v == H2_BODY_DONE || body->seen >= body->hold)
+        return release_held(b, s, leg);
+    return 0;
+}
+
+/* END_STREAM from leg: the inspection ends, and a held head goes on (or is blocked). */
+static int body_ended(struct h2_bridge *b, struct h2_stream *s, int leg)
+{
+    struct h2_body *body = &s->body[leg];
+    body->eof = true;
+    if (inspect_data(b, s, leg, NULL, 0, true) == H2_BODY_BLOCK)
+        return inspect_blocked(b, s, leg);
+    if (body->holding)
+        return release_held(b, s, leg);
+    wake(b, s, OTHER(leg));
+    return 0;
+}
+
 static int on_data_chunk_recv(nghttp2_session *session, uint8_t flags, int32_t stream_id,
                               const uint8_t *data, size_t len, void *ud)
 {
@@ -1209,12 +1463,7 @@ static int on_data_chunk_recv(nghttp2_session *session, uint8_t flags, int32_t s
         int rv = nghttp2_session_consume(session, stream_id, len);
         return nghttp2_is_fatal(rv) ? NGHTTP2_ERR_CALLBACK_FAILURE : 0;
     }
-    struct h2_body *body = &s->body[leg];
-    if (sbuf_add(b, &body->buf, data, len) != 0)
-        return NGHTTP2_ERR_CALLBACK_FAILURE;
-    body->bytes += len;
-    wake(b, s, OTHER(leg));
-    return 0;
+    return body_data(b, s, leg, data, len) ? NGHTTP2_ERR_CALLBACK_FAILURE : 0;
 }
 
 static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *ud)
@@ -1255,10 +1504,8 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
     }
     if (rv != 0)
         return NGHTTP2_ERR_CALLBACK_FAILURE;
-    if (s && end && !s->body[leg].drop) {
-        s->body[leg].eof = true;
-        wake(b, s, OTHER(leg));
-    }
+    if (s && end && !s->body[leg].drop && body_ended(b, s, leg) != 0)
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
     return 0;
 }
 
@@ -1402,6 +1649,8 @@ static void client_gone(struct h2_bridge *b, bool keep_output)
 
 static int upstream_gone_stream(struct h2_bridge *b, struct h2_stream *s)
 {
+    if (!s->open[UP] && s->body[DOWN].holding && s->open[DOWN])
+        return refuse(b, s, "upstream closed before the request was sent");
     if (!s->open[UP])
         return 0;
     s->open[UP] = false;

@@ -107,6 +107,33 @@ struct h2_block {
     const char *ref;
 };
 
+/* Body inspection, like http1's (http1.h). A head allowed by on_request/on_response and
+ * followed by a body is offered to body_begin; with a state (plan.body), that body's DATA is
+ * given to on_body before any of it is passed on. While plan.hold bytes were not inspected the
+ * head itself waits: a request is not opened upstream, a response head is not sent to the
+ * client (flow control: the held bytes are given back to the sender's connection window at
+ * once and to its stream window when passed on, so a held stream never stalls the others, and
+ * it holds at most its stream window). A block while the head waits is answered like a blocked
+ * head (the 403 page); later, the client's stream is reset and the upstream's cancelled. */
+struct h2_body_info {
+    bool response;                       /* false: a request body; true: a response body */
+    const struct h2_request_info *req;   /* a request body: its request, else NULL */
+    const struct h2_response_info *resp; /* a response body: its response, else NULL */
+    uint64_t max_hold;                   /* the most the bridge can hold (the stream window) */
+};
+
+struct h2_body_plan {
+    void *body;    /* the hook's state, for on_body and body_end; NULL (default): not inspected */
+    uint64_t hold; /* hold the head until this many body bytes were inspected, the body ended,
+                    * or on_body said DONE (capped at max_hold); 0: pass on as it comes */
+};
+
+enum h2_body_verdict {
+    H2_BODY_MORE = 0, /* go on */
+    H2_BODY_DONE,     /* seen enough: release the head, give no more of this body */
+    H2_BODY_BLOCK,    /* block (rule and reference in *blk) */
+};
+
 /* Hooks, all optional (NULL). They run inside the h2_bridge_* calls (including
  * h2_bridge_free) and must not call into the same bridge. The table is borrowed: it must
  * outlive the bridge. */
@@ -126,6 +153,16 @@ struct h2_hooks {
     size_t (*block_page)(void *arg, const struct h2_exchange *x, char *buf, size_t cap);
     /* Wall-clock time in microseconds; NULL: clock_gettime(CLOCK_REALTIME). */
     int64_t (*now_us)(void *arg);
+    /* Body inspection (all three or none; see struct h2_body_info). body_begin runs right
+     * after on_request/on_response allowed a head that a body follows; plan is zeroed. */
+    void (*body_begin)(void *arg, const struct h2_body_info *info, struct h2_body_plan *plan);
+    /* Body bytes data[0..len) (borrowed), in order; end: the body is over (len may be 0).
+     * Returns enum h2_body_verdict. Not called again after DONE, BLOCK or end. */
+    int (*on_body)(void *arg, void *body, const uint8_t *data, size_t len, bool end,
+                   struct h2_block *blk);
+    /* The bridge is done with the state (after end, DONE or BLOCK, or when the stream ends
+     * first): the hook frees it. Exactly once per state body_begin gave. */
+    void (*body_end)(void *arg, void *body);
 };
 
 /* Tunables; a zero field takes its default (the H2_* constants above). */

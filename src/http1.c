@@ -17,8 +17,9 @@
 #define H1_CL_MAX UINT64_C(1000000000000000000) /* Content-Length above 10^18 is refused */
 #define H1_STR_INLINE 160                       /* authority + path kept inside the record */
 #define H1_CTYPE_MAX 128
-#define H1_PAGE_MAX 8192     /* body of a gateway reply */
-#define H1_AUTHORITY_MAX 262 /* 255-byte name, ':', 5-digit port, brackets */
+#define H1_PAGE_MAX 8192          /* body of a gateway reply */
+#define H1_AUTHORITY_MAX 262      /* 255-byte name, ':', 5-digit port, brackets */
+#define H1_HOLD_SLACK (64 * 1024) /* framing a held body may add beyond twice its payload */
 
 /* Where a side is in its byte stream. */
 enum h1_state {
@@ -55,6 +56,20 @@ enum {
 struct h1_buf {
     uint8_t *p;
     size_t len, cap;
+};
+
+/* Body inspection of a side's current message (struct http1_body_plan). While holding, the
+ * message's head and body bytes read so far are in the side's hold. */
+struct h1_body {
+    void *state;   /* the hook's; NULL: not (or no longer) inspected */
+    uint64_t hold; /* payload bytes to inspect before the message goes on */
+    uint64_t seen; /* payload bytes given to on_body */
+    bool holding;
+};
+
+/* Payload bytes found by one body_feed call. */
+struct h1_span {
+    size_t off, len;
 };
 
 struct h1_side {
@@ -104,6 +119,7 @@ struct http1 {
     char rule[64], ref[48];
     uint8_t *reply;
     size_t reply_len;
+    struct h1_body body[2]; /* per side: the request or response body being read */
 };
 
 /* One feeding call: buf[emit..fwd) is forwardable, either as the *forward prefix (emit == 0)
@@ -134,7 +150,8 @@ struct h1_scan {
     unsigned n_host, n_cl, n_ctype, te_n_chunked;
     uint64_t cl;
     bool te, te_last_chunked, ctype_conflict;
-    int status; /* status for a refused request: 400, or 431 */
+    bool expect_continue; /* Expect: 100-continue */
+    int status;           /* status for a refused request: 400, or 431 */
 };
 
 /* ---- character classes ---------------------------------------------------------------- */
@@ -366,6 +383,29 @@ static void rec_finish(struct http1 *h, enum http1_end end)
     }
 }
 
+/* ---- body inspection: the hook's state ----------------------------------------------------- */
+
+static bool body_hooked(const struct http1 *h)
+{
+    return h->hooks && h->hooks->body_begin && h->hooks->on_body && h->hooks->body_end;
+}
+
+/* Ends the inspection of side's body: the hook frees its state. */
+static void body_stop(struct http1 *h, enum http1_side side)
+{
+    void *state = h->body[side].state;
+    h->body[side].state = NULL;
+    if (state)
+        h->hooks->body_end(h->arg, state);
+}
+
+/* Forgets side's body entirely (the caller dropped or released the hold). */
+static void body_reset(struct http1 *h, enum http1_side side)
+{
+    body_stop(h, side);
+    h->body[side] = (struct h1_body){0};
+}
+
 /* ---- gateway replies --------------------------------------------------------------------- */
 
 struct h1_out {
@@ -481,6 +521,7 @@ static void h1_close(struct http1 *h, const struct h1_rec *r, int status, const 
     for (int i = 0; i < 2; i++) {
         h->side[i].state = S_DEAD;
         buf_free(&h->side[i].hold);
+        body_reset(h, (enum http1_side)i);
     }
     pend_clear(&h->side[HTTP1_CLIENT]);
 }
@@ -588,8 +629,9 @@ static int feed_release_head(struct h1_side *s, struct h1_feed *f, const struct 
         f->fwd = f->pos;
         return 0;
     }
-    if (f->to_pend && f->fwd > f->emit &&
-        buf_append(&s->pend, f->buf + f->emit, f->fwd - f->emit) != 0)
+    /* what was forwardable before the hold goes first (a body hold may end in the chunk its
+     * head completed in, after the end of an earlier message) */
+    if (f->fwd > f->emit && buf_append(&s->pend, f->buf + f->emit, f->fwd - f->emit) != 0)
         return -1;
     f->to_pend = true;
     f->emit = f->fwd = f->pos;
@@ -663,6 +705,8 @@ static const char *header_semantics(const struct http1_header *hd, struct h1_sca
     } else if (SPAN_IS(n, nl, "upgrade") && !sc->upgrade) {
         sc->upgrade = hd->value;
         sc->upgrade_len = hd->value_len;
+    } else if (SPAN_IS(n, nl, "expect")) {
+        sc->expect_continue = SPAN_IS(hd->value, hd->value_len, "100-continue");
     }
     return NULL;
 }
@@ -835,17 +879,20 @@ static const char *chunk_byte(struct h1_side *s, uint8_t c, bool *end)
 
 /* Advances the body decoder of s over buf[*pos..len), adding payload bytes to *payload.
  * Returns 1 when the message ended (*pos just past it), 0 when it needs more, -1 on a framing
- * error (*why; *pos at the offending byte). Data is skipped by count; chunk lines and trailers
+ * error (*why; *pos at the offending byte). With data (the body is inspected), it stops after
+ * the first span of payload, which *data names. Data is skipped by count; chunk lines and trailers
  * are checked byte by byte as they stream, so a line that a lenient server would split
  * differently is refused before its end can reach the server. */
 static int body_feed(struct h1_side *s, const uint8_t *buf, size_t len, size_t *pos,
-                     uint64_t *payload, const char **why)
+                     uint64_t *payload, const char **why, struct h1_span *data)
 {
     size_t i = *pos;
     bool end = false;
     while (i < len && !end) {
         if (s->state == S_BODY || s->state == S_CHUNK_DATA) {
             size_t n = len - i < s->remaining ? len - i : (size_t)s->remaining;
+            if (data)
+                *data = (struct h1_span){i, n};
             i += n;
             s->remaining -= n;
             *payload += n;
@@ -853,6 +900,8 @@ static int body_feed(struct h1_side *s, const uint8_t *buf, size_t len, size_t *
                 s->state = S_CHUNK_DATA_CR;
             else
                 end = s->remaining == 0;
+            if (data && n)
+                break; /* one span at a time: the caller inspects it */
             continue;
         }
         *why = chunk_byte(s, buf[i], &end);
@@ -864,6 +913,87 @@ static int body_feed(struct h1_side *s, const uint8_t *buf, size_t len, size_t *
     }
     *pos = i;
     return end;
+}
+
+/* ---- body inspection: delivering and holding ----------------------------------------------- */
+
+/* Offers side's message, whose head was just allowed and whose body follows, to body_begin. */
+static void body_begin(struct http1 *h, const struct http1_body_info *info)
+{
+    struct h1_body *bd = &h->body[info->side];
+    body_reset(h, info->side);
+    if (!body_hooked(h))
+        return;
+    struct http1_body_plan plan = {0};
+    h->hooks->body_begin(h->arg, info, &plan);
+    if (!plan.body)
+        return;
+    bd->state = plan.body;
+    bd->hold = plan.hold < ((uint64_t)1 << 40) ? plan.hold : (uint64_t)1 << 40;
+    bd->holding = plan.hold > 0;
+}
+
+/* Starts holding side's message at its complete head (in the hold already, or copied there
+ * from the chunk): nothing of it is forwarded yet. */
+static int body_hold_head(struct h1_side *s, const struct h1_head *hd)
+{
+    return hd->held ? 0 : buf_append(&s->hold, hd->p, hd->n);
+}
+
+/* Gives payload p[0..n) of side's body, and its end, to on_body. BLOCK copies the rule and
+ * reference; BLOCK, DONE and the end stop the inspection. Returns the verdict (DONE at the
+ * end). */
+static int body_deliver(struct http1 *h, enum http1_side side, const uint8_t *p, size_t n, bool end)
+{
+    struct h1_body *bd = &h->body[side];
+    if (!bd->state || (n == 0 && !end))
+        return HTTP1_BODY_MORE;
+    struct http1_block blk = {0};
+    int v = h->hooks->on_body(h->arg, bd->state, p, n, end, &blk);
+    bd->seen += n;
+    if (v == HTTP1_BODY_BLOCK) {
+        snprintf(h->rule, sizeof(h->rule), "%s", blk.rule ? blk.rule : "");
+        snprintf(h->ref, sizeof(h->ref), "%s", blk.ref ? blk.ref : "");
+        body_stop(h, side);
+        return v;
+    }
+    if (v == HTTP1_BODY_DONE || end) {
+        body_stop(h, side);
+        return HTTP1_BODY_DONE;
+    }
+    return HTTP1_BODY_MORE;
+}
+
+/* The held message goes on: the hold becomes pending bytes, followed by what is forwardable
+ * after it in this chunk (f may be a feed of no bytes). */
+static int body_release(struct http1 *h, enum http1_side side, struct h1_feed *f)
+{
+    h->body[side].holding = false;
+    if (side == HTTP1_SERVER) {
+        h->rec0.status = h->rec0.upstream_status;
+        h->rec0.flags |= R_RESP_STARTED;
+    }
+    struct h1_head hd = {.held = true};
+    return feed_release_head(&h->side[side], f, &hd);
+}
+
+/* Bytes buf[start..f->pos) of side's message were read: kept in the hold while the message is
+ * held, else forwardable. The hold ends when enough was inspected, the inspection or the body
+ * ended, or the held bytes reached their bound. */
+static int body_after_step(struct http1 *h, enum http1_side side, struct h1_feed *f, size_t start,
+                           bool end)
+{
+    struct h1_body *bd = &h->body[side];
+    struct h1_side *s = &h->side[side];
+    if (!bd->holding) {
+        f->fwd = f->pos;
+        return 0;
+    }
+    if (buf_append(&s->hold, f->buf + start, f->pos - start) != 0)
+        return -1;
+    if (end || !bd->state || bd->seen >= bd->hold || s->hold.len >= 2 * bd->hold + H1_HOLD_SLACK)
+        return body_release(h, side, f);
+    return 0;
 }
 
 /* ---- the client side --------------------------------------------------------------------- */
@@ -885,6 +1015,7 @@ static void client_refuse(struct http1 *h, struct h1_feed *f, struct h1_rec *r, 
     s->state = S_DEAD;
     s->in_head = false;
     buf_free(&s->hold);
+    body_reset(h, HTTP1_CLIENT);
     f->stop = true;
 }
 
@@ -913,6 +1044,7 @@ static void client_message_done(struct http1 *h)
 {
     struct h1_side *s = &h->side[HTTP1_CLIENT];
     struct h1_rec *r = rec_back(h);
+    body_reset(h, HTTP1_CLIENT);
     r->flags |= R_REQ_DONE;
     s->state = S_HEAD;
     s->in_head = false;
@@ -1082,13 +1214,11 @@ static const char *request_check(const struct h1_side *s, const struct h1_scan *
     return why;
 }
 
-/* Asks on_request; true when it blocked (rule and ref copied). */
-static bool ask_request(struct http1 *h, const struct h1_rec *r, const struct h1_side *s,
-                        const struct h1_scan *sc)
+/* What the hooks see of a request head. */
+static struct http1_request_info request_info(const struct h1_rec *r, const struct h1_side *s,
+                                              const struct h1_scan *sc)
 {
-    if (!h->hooks || !h->hooks->on_request)
-        return false;
-    struct http1_request_info info = {
+    return (struct http1_request_info){
         .seq = r->seq,
         .method = http_method_str(r->method),
         .scheme = "https",
@@ -1100,12 +1230,43 @@ static bool ask_request(struct http1 *h, const struct h1_rec *r, const struct h1
         .headers = sc->hdr,
         .n_headers = sc->n,
     };
+}
+
+/* Asks on_request; true when it blocked (rule and ref copied). */
+static bool ask_request(struct http1 *h, const struct h1_rec *r, const struct h1_side *s,
+                        const struct h1_scan *sc)
+{
+    if (!h->hooks || !h->hooks->on_request)
+        return false;
+    struct http1_request_info info = request_info(r, s, sc);
     struct http1_block blk = {0};
     if (h->hooks->on_request(h->arg, &info, &blk) != HTTP1_BLOCK)
         return false;
     snprintf(h->rule, sizeof(h->rule), "%s", blk.rule ? blk.rule : "");
     snprintf(h->ref, sizeof(h->ref), "%s", blk.ref ? blk.ref : "");
     return true;
+}
+
+/* An allowed request head goes on, unless its body is to be inspected first: then it is held
+ * with the body, and a client waiting for `100 Continue` gets one from the gateway when no
+ * earlier response is in the way (the server's own 100 may follow: clients take several). */
+static int client_head_go(struct http1 *h, struct h1_feed *f, const struct h1_head *hd,
+                          const struct h1_rec *r, const struct h1_scan *sc)
+{
+    struct h1_side *s = &h->side[HTTP1_CLIENT], *srv = &h->side[HTTP1_SERVER];
+    static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    if (sc->te || (sc->cl > 0 && s->hp.method != HTTP_CONNECT)) {
+        struct http1_request_info req = request_info(r, s, sc);
+        body_begin(h, &(struct http1_body_info){.side = HTTP1_CLIENT, .req = &req});
+    }
+    if (!h->body[HTTP1_CLIENT].holding)
+        return feed_release_head(s, f, hd);
+    if (body_hold_head(s, hd) != 0)
+        return -1;
+    if (sc->expect_continue && h->n_recs == 1 && r->http_minor == 1 && srv->state == S_HEAD &&
+        !srv->in_head && pend_count(srv) == 0)
+        return buf_append(&srv->pend, cont, sizeof(cont) - 1);
+    return 0;
 }
 
 static void client_head_done(struct http1 *h, struct h1_feed *f, const struct h1_head *hd)
@@ -1145,7 +1306,7 @@ static void client_head_done(struct http1 *h, struct h1_feed *f, const struct h1
     }
     if (s->hp.upgrade)
         r->flags |= R_UPGRADE;
-    if (feed_release_head(s, f, hd) != 0) {
+    if (client_head_go(h, f, hd, r, &sc) != 0) {
         h1_close(h, NULL, 0, "out of memory");
         f->stop = true;
         return;
@@ -1187,17 +1348,43 @@ static void client_head_step(struct http1 *h, struct h1_feed *f)
     }
 }
 
+/* A body rule blocked the request body: while it was held, the request is refused like a
+ * blocked head (403 in order); once part of it went out, the connection is cut. */
+static void client_body_blocked(struct http1 *h, struct h1_feed *f, struct h1_rec *r)
+{
+    if (h->body[HTTP1_CLIENT].holding) {
+        client_refuse(h, f, r, 403, HTTP1_END_BLOCKED, "request body blocked by policy");
+        return;
+    }
+    r->flags |= R_REFUSED | R_REQ_DONE;
+    r->end = HTTP1_END_BLOCKED;
+    r->why = "request body blocked by policy after part of it was forwarded";
+    h1_close(h, NULL, 0, r->why);
+    f->stop = true;
+}
+
 static void client_body_step(struct http1 *h, struct h1_feed *f)
 {
     struct h1_side *s = &h->side[HTTP1_CLIENT];
     struct h1_rec *r = rec_back(h);
+    struct h1_span span = {0};
+    size_t start = f->pos;
     const char *why = NULL;
-    int rc = body_feed(s, f->buf, f->len, &f->pos, &r->req_bytes, &why);
+    int rc = body_feed(s, f->buf, f->len, &f->pos, &r->req_bytes, &why,
+                       h->body[HTTP1_CLIENT].state ? &span : NULL);
     if (rc < 0) {
         client_refuse(h, f, r, 400, HTTP1_END_BAD_REQUEST, why);
         return;
     }
-    f->fwd = f->pos;
+    if (body_deliver(h, HTTP1_CLIENT, f->buf + span.off, span.len, rc == 1) == HTTP1_BODY_BLOCK) {
+        client_body_blocked(h, f, r);
+        return;
+    }
+    if (body_after_step(h, HTTP1_CLIENT, f, start, rc == 1) != 0) {
+        h1_close(h, NULL, 0, "out of memory");
+        f->stop = true;
+        return;
+    }
     if (rc == 1)
         client_message_done(h);
 }
@@ -1309,6 +1496,7 @@ static void server_message_done(struct http1 *h, struct h1_feed *f)
 {
     struct h1_side *s = &h->side[HTTP1_SERVER];
     struct h1_rec *r = &h->rec0;
+    body_reset(h, HTTP1_SERVER);
     r->flags |= R_RESP_DONE;
     s->state = S_HEAD;
     s->in_head = false;
@@ -1371,6 +1559,25 @@ static const char *status_line_check(const struct h1_side *s, const struct h1_sc
     return NULL;
 }
 
+/* What the hooks see of a response head; *x receives the exchange so far. */
+static struct http1_response_info response_info(const struct http1 *h, const struct h1_rec *r,
+                                                const struct h1_side *s, const struct h1_scan *sc,
+                                                struct http1_exchange *x)
+{
+    rec_view(h, r, x);
+    x->status = 0;
+    x->upstream_status = 0;
+    x->content_type = "";
+    return (struct http1_response_info){
+        .req = x,
+        .status = s->hp.status_code,
+        .http_minor = s->hp.http_minor,
+        .content_type = h->ctype,
+        .headers = sc->hdr,
+        .n_headers = sc->n,
+    };
+}
+
 /* Asks on_response; true when it blocked. */
 static bool ask_response(struct http1 *h, const struct h1_rec *r, const struct h1_side *s,
                          const struct h1_scan *sc)
@@ -1378,18 +1585,7 @@ static bool ask_response(struct http1 *h, const struct h1_rec *r, const struct h
     if (!h->hooks || !h->hooks->on_response)
         return false;
     struct http1_exchange x;
-    rec_view(h, r, &x);
-    x.status = 0;
-    x.upstream_status = 0;
-    x.content_type = "";
-    struct http1_response_info info = {
-        .req = &x,
-        .status = s->hp.status_code,
-        .http_minor = s->hp.http_minor,
-        .content_type = h->ctype,
-        .headers = sc->hdr,
-        .n_headers = sc->n,
-    };
+    struct http1_response_info info = response_info(h, r, s, sc, &x);
     struct http1_block blk = {0};
     if (h->hooks->on_response(h->arg, &info, &blk) != HTTP1_BLOCK)
         return false;
@@ -1415,6 +1611,27 @@ static const char *response_check(const struct h1_rec *r, const struct h1_side *
     if (sc->ctype_conflict)
         return "conflicting Content-Type headers";
     return NULL;
+}
+
+/* An allowed final response head goes on to the client, unless its body is to be inspected
+ * first: then it is held with the body (body_release sends it). */
+static int server_head_go(struct http1 *h, struct h1_feed *f, const struct h1_head *hd,
+                          struct h1_rec *r, const struct h1_scan *sc, bool tunnel)
+{
+    struct h1_side *s = &h->side[HTTP1_SERVER];
+    unsigned st = s->hp.status_code;
+    bool bodyless =
+        r->method == HTTP_HEAD || st == 204 || st == 304 || (sc->n_cl && !sc->te && sc->cl == 0);
+    if (!tunnel && !bodyless) {
+        struct http1_exchange x;
+        struct http1_response_info resp = response_info(h, r, s, sc, &x);
+        body_begin(h, &(struct http1_body_info){.side = HTTP1_SERVER, .resp = &resp});
+    }
+    if (h->body[HTTP1_SERVER].holding)
+        return body_hold_head(s, hd);
+    r->status = (uint16_t)st;
+    r->flags |= R_RESP_STARTED;
+    return feed_release_head(s, f, hd);
 }
 
 static void server_head_done(struct http1 *h, struct h1_feed *f, const struct h1_head *hd)
@@ -1453,13 +1670,12 @@ static void server_head_done(struct http1 *h, struct h1_feed *f, const struct h1
         f->stop = true;
         return;
     }
-    r->status = (uint16_t)st;
-    r->flags |= R_RESP_STARTED;
-    if (feed_release_head(s, f, hd) != 0) {
+    bool tunnel = st == 101 || (r->method == HTTP_CONNECT && st < 300);
+    if (server_head_go(h, f, hd, r, &sc, tunnel) != 0) {
         server_refuse(h, f, 0, "out of memory");
         return;
     }
-    if (st == 101 || (r->method == HTTP_CONNECT && st < 300)) {
+    if (tunnel) {
         server_tunnel(h, f, &sc);
         return;
     }
@@ -1503,19 +1719,58 @@ static void server_head_step(struct http1 *h, struct h1_feed *f)
     }
 }
 
+/* A body rule blocked the response body: the client gets the 403 page if nothing of the
+ * response reached it (it was held), else the connection is cut. */
+static void server_body_blocked(struct http1 *h, struct h1_feed *f)
+{
+    struct h1_rec *r = &h->rec0;
+    bool held = h->body[HTTP1_SERVER].holding;
+    r->why = held ? "response body blocked by policy"
+                  : "response body blocked by policy after part of it was forwarded";
+    if (held)
+        r->status = 403;
+    h1_close(h, r, held ? 403 : 0, r->why);
+    rec_finish(h, HTTP1_END_BLOCKED);
+    f->stop = true;
+}
+
 static void server_body_step(struct http1 *h, struct h1_feed *f)
 {
     struct h1_side *s = &h->side[HTTP1_SERVER];
     struct h1_rec *r = &h->rec0;
+    struct h1_span span = {0};
+    size_t start = f->pos;
     const char *why = NULL;
-    int rc = body_feed(s, f->buf, f->len, &f->pos, &r->resp_bytes, &why);
+    int rc = body_feed(s, f->buf, f->len, &f->pos, &r->resp_bytes, &why,
+                       h->body[HTTP1_SERVER].state ? &span : NULL);
     if (rc < 0) {
         server_refuse(h, f, 502, why);
         return;
     }
-    f->fwd = f->pos;
+    if (body_deliver(h, HTTP1_SERVER, f->buf + span.off, span.len, rc == 1) == HTTP1_BODY_BLOCK) {
+        server_body_blocked(h, f);
+        return;
+    }
+    if (body_after_step(h, HTTP1_SERVER, f, start, rc == 1) != 0) {
+        server_refuse(h, f, 0, "out of memory");
+        return;
+    }
     if (rc == 1)
         server_message_done(h, f);
+}
+
+/* A body delimited by the server's close: every byte is payload. */
+static void server_eof_body_step(struct http1 *h, struct h1_feed *f)
+{
+    size_t start = f->pos;
+    h->rec0.resp_bytes += f->len - f->pos;
+    f->pos = f->len;
+    if (body_deliver(h, HTTP1_SERVER, f->buf + start, f->len - start, false) == HTTP1_BODY_BLOCK) {
+        server_body_blocked(h, f);
+        return;
+    }
+    if (body_after_step(h, HTTP1_SERVER, f, start, false) != 0)
+        server_refuse(h, f, 0, "out of memory");
 }
 
 static void server_run(struct http1 *h, struct h1_feed *f)
@@ -1530,8 +1785,7 @@ static void server_run(struct http1 *h, struct h1_feed *f)
             f->pos = f->len;
             break;
         case S_BODY_EOF:
-            h->rec0.resp_bytes += f->len - f->pos;
-            f->pos = f->fwd = f->len;
+            server_eof_body_step(h, f);
             break;
         default:
             server_body_step(h, f);
@@ -1556,6 +1810,8 @@ void http1_free(struct http1 *h)
 {
     if (!h)
         return;
+    body_reset(h, HTTP1_CLIENT);
+    body_reset(h, HTTP1_SERVER);
     while (h->n_recs) {
         struct h1_rec *r = &h->rec0;
         enum http1_end end = HTTP1_END_INCOMPLETE;
@@ -1617,12 +1873,35 @@ enum http1_verdict http1_from_server(struct http1 *h, const uint8_t *buf, size_t
     return verdict(h);
 }
 
+/* side closed in the middle of a body being inspected: the scan ends on what came (a cut body
+ * is judged like a complete one); a block is answered as usual, else a hold goes on. True when
+ * it blocked. */
+static bool body_eof(struct http1 *h, enum http1_side side, struct h1_feed *f)
+{
+    if (!h->body[side].state && !h->body[side].holding)
+        return false;
+    if (body_deliver(h, side, NULL, 0, true) == HTTP1_BODY_BLOCK) {
+        if (side == HTTP1_CLIENT) {
+            client_body_blocked(h, f, rec_back(h));
+            refusal_due(h);
+        } else {
+            server_body_blocked(h, f);
+        }
+        return true;
+    }
+    if (h->body[side].holding && body_release(h, side, f) != 0)
+        h1_close(h, NULL, 0, "out of memory");
+    return false;
+}
+
 enum http1_verdict http1_eof(struct http1 *h, enum http1_side side)
 {
     if (h->closed || h->tunnel)
         return verdict(h);
     struct h1_side *s = &h->side[side];
     struct h1_feed f = {0};
+    if (body_eof(h, side, &f) || h->closed)
+        return verdict(h);
     if (side == HTTP1_CLIENT) {
         struct h1_rec *b = rec_back(h);
         if (s->state != S_HEAD && s->state != S_STALLED && s->state != S_DEAD && b) {

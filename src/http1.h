@@ -2,11 +2,13 @@
  * it the decrypted bytes of both directions; it parses them (http-parser for message heads, its
  * own strict decoder for bodies), asks hooks about each request and response, and answers how
  * many bytes may be forwarded now, or that the connection must be answered and closed, or that
- * it has become an opaque tunnel. It does no I/O, keeps no bodies, and allocates only while a
- * head is incomplete, requests are pipelined, or a path is long. See docs/HTTP1.md. */
+ * it has become an opaque tunnel. It does no I/O, keeps no bodies unless a body hook asks it to
+ * hold a message while its body is inspected, and otherwise allocates only while a head is
+ * incomplete, requests are pipelined, or a path is long. See docs/HTTP1.md. */
 #ifndef SLUICE_HTTP1_H
 #define SLUICE_HTTP1_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -102,6 +104,36 @@ struct http1_block {
     const char *ref;
 };
 
+/* Body inspection. A message whose head was allowed and that has a body is offered to
+ * body_begin; when it answers with a state (plan.body), the payload of that body (chunk framing
+ * removed) is given to on_body before any of it is forwarded. While plan.hold bytes of payload
+ * have not been inspected, the whole message — head included — is held: nothing of it is
+ * forwarded, so a block is answered as if the head had been blocked (the 403 page; a request
+ * never reaches the server, a response never reaches the client). A block after the message
+ * started to go out (the hold ended, or plan.hold was 0) closes the connection (the other side
+ * sees a cut message). */
+struct http1_body_info {
+    enum http1_side side;                   /* HTTP1_CLIENT: a request body; SERVER: a response's */
+    const struct http1_request_info *req;   /* the request (side CLIENT), else NULL */
+    const struct http1_response_info *resp; /* the response (side SERVER), else NULL */
+};
+
+struct http1_body_plan {
+    void *body;    /* the hook's state for this body, passed to on_body and body_end; NULL (the
+                    * default): the body is not inspected */
+    uint64_t hold; /* hold the message until this many payload bytes were inspected, the body
+                    * ended, or on_body said DONE; 0: forward as it comes. The held bytes (chunk
+                    * framing included) never exceed 2 * hold + 64 KiB: past that the message is
+                    * released. */
+};
+
+/* What on_body decides. */
+enum http1_body_verdict {
+    HTTP1_BODY_MORE = 0, /* go on */
+    HTTP1_BODY_DONE,     /* seen enough: release the message, send no more of this body */
+    HTTP1_BODY_BLOCK,    /* block (rule and reference in *blk, as for on_request) */
+};
+
 /* Hooks, all optional (NULL). They run inside http1_from_client/from_server/eof/free and must
  * not call into the same struct http1. The table is borrowed: it must outlive the inspector. */
 struct http1_hooks {
@@ -119,6 +151,17 @@ struct http1_hooks {
     size_t (*block_page)(void *arg, const struct http1_exchange *x, char *buf, size_t cap);
     /* Wall-clock time in microseconds; NULL: clock_gettime(CLOCK_REALTIME). */
     int64_t (*now_us)(void *arg);
+    /* Body inspection (all three or none; see struct http1_body_info). body_begin runs right
+     * after on_request/on_response allowed a message that has a body; plan is zeroed. */
+    void (*body_begin)(void *arg, const struct http1_body_info *info, struct http1_body_plan *plan);
+    /* Payload bytes data[0..len) (borrowed for the call) of the body, in order; end: the body
+     * is over (complete, or cut by its sender), len may be 0. Returns enum http1_body_verdict.
+     * Not called again for the body after DONE or BLOCK, or after end. */
+    int (*on_body)(void *arg, void *body, const uint8_t *data, size_t len, bool end,
+                   struct http1_block *blk);
+    /* The inspector is done with the body's state (after end, DONE, BLOCK, or when the message
+     * or connection ends first): the hook frees it. Exactly once per state body_begin gave. */
+    void (*body_end)(void *arg, void *body);
 };
 
 struct http1;

@@ -43,6 +43,31 @@ void json_end(struct json *j)
     j->need_comma = true;
 }
 
+void json_array_begin(struct json *j)
+{
+    json_put(j, "[", 1);
+    j->need_comma = false;
+}
+
+void json_array_end(struct json *j)
+{
+    json_put(j, "]", 1);
+    j->need_comma = true;
+}
+
+void json_elem(struct json *j)
+{
+    if (j->need_comma)
+        json_put(j, ",", 1);
+    j->need_comma = false;
+}
+
+void json_raw(struct json *j, const char *s, size_t n)
+{
+    json_put(j, s, n);
+    j->need_comma = true;
+}
+
 void json_key(struct json *j, const char *key)
 {
     json_sep(j);

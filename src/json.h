@@ -26,6 +26,10 @@ void json_bool(struct json *j, bool v);
 void json_null(struct json *j);
 
 /* Shorthands: key followed by value. */
+void json_array_begin(struct json *j);      /* "[" — then values, each after json_elem */
+void json_array_end(struct json *j);        /* "]" */
+void json_elem(struct json *j);             /* the separator before an array's next value */
+void json_raw(struct json *j, const char *s, size_t n); /* a value already rendered as JSON */
 void json_kv_str(struct json *j, const char *key, const char *s);
 void json_kv_uint(struct json *j, const char *key, uint64_t v);
 

@@ -25,8 +25,10 @@ static const struct run_option run_options[] = {
     {"ca-dir", "ca_dir", "DIR", "CA directory (ca.pem, ca.key); a CA is created on first start"},
     {"upstream-ca", "upstream_ca", "FILE", "trust these roots (PEM) for upstreams instead of the system store"},
     {"conn-log", "conn_log", "FILE|-", "connection log, one JSON object per line ('-': stdout)"},
-    {"request-log", "request_log", "FILE|-", "request log (HTTP/1.1), one JSON object per request"},
+    {"request-log", "request_log", "FILE|-", "request log (HTTP/1.1 and HTTP/2), one JSON object per request"},
     {"request-log-drop-query", "request_log_drop_query", "yes|no", "log request paths without their query string"},
+    {"request-log-headers", "request_log_headers", "yes|no", "log request and response headers (sensitive values redacted)"},
+    {"redact-header", "request_log_redact", "NAME[,NAME]", "also write this header's value as [redacted]; repeatable"},
     {"keylog", "keylog", "FILE", "write TLS secrets of both legs (NSS key log, for Wireshark); off by default"},
     {"workers", "workers", "N", "event loops (threads), one per core"},
     {"connect-timeout", "connect_timeout", "DURATION", "DNS and TCP connect to the upstream"},
@@ -37,6 +39,10 @@ static const struct run_option run_options[] = {
     {"leaf-key", "leaf_key", "TYPE", "key type of forged leaves: ec-p256 | rsa-2048 | rsa-3072"},
     {"cert-cache-size", "cert_cache_size", "N", "forged certificates cached per worker"},
     {"log-level", "log_level", "LEVEL", "debug | info | warn | error"},
+    {"body-inspect-max", "body_inspect_max", "SIZE", "decoded bytes of a body that body rules scan (a request is held that long)"},
+    {"body-response-hold", "body_response_hold", "SIZE", "bytes of a response body scanned before its head goes out (0: none)"},
+    {"body-types", "body_types", "text|all", "bodies body rules scan: text-like types, or all"},
+    {"capture-file", "capture_file", "FILE", "where body rules' captures go (JSON lines, mode 0600)"},
     {"help", NULL, NULL, "show this help"},
 };
 #define N_RUN_OPTIONS (sizeof(run_options) / sizeof(run_options[0]))
@@ -47,6 +53,16 @@ static void print_duration(FILE *f, unsigned ms)
         fprintf(f, "%ums", ms);
     else
         fprintf(f, "%us", ms / 1000);
+}
+
+static void print_size(FILE *f, uint64_t n)
+{
+    if (n && n % (1u << 20) == 0)
+        fprintf(f, "%lluMiB", (unsigned long long)(n >> 20));
+    else if (n && n % 1024 == 0)
+        fprintf(f, "%lluKiB", (unsigned long long)(n >> 10));
+    else
+        fprintf(f, "%llu", (unsigned long long)n);
 }
 
 /* The default shown for an option, from a freshly defaulted config. */
@@ -67,6 +83,10 @@ static void print_default(FILE *f, const struct config *d, const char *key)
         fprintf(f, "off");
     else if (!strcmp(key, "request_log_drop_query"))
         fprintf(f, "no");
+    else if (!strcmp(key, "request_log_headers"))
+        fprintf(f, "yes");
+    else if (!strcmp(key, "request_log_redact"))
+        fprintf(f, "none besides Authorization, Proxy-Authorization, Cookie, Set-Cookie");
     else if (!strcmp(key, "workers"))
         fprintf(f, "%d, the core count", d->workers);
     else if (!strcmp(key, "connect_timeout"))
@@ -85,6 +105,14 @@ static void print_default(FILE *f, const struct config *d, const char *key)
         fprintf(f, "%zu", d->cert_cache_size);
     else if (!strcmp(key, "log_level"))
         fprintf(f, "info");
+    else if (!strcmp(key, "body_inspect_max"))
+        print_size(f, d->body_inspect_max);
+    else if (!strcmp(key, "body_response_hold"))
+        print_size(f, d->body_response_hold);
+    else if (!strcmp(key, "body_types"))
+        fprintf(f, "text");
+    else if (!strcmp(key, "capture_file"))
+        fprintf(f, "off");
     fprintf(f, ")");
 }
 
@@ -94,7 +122,8 @@ static void run_usage(FILE *f)
     config_init_defaults(&d);
     fprintf(f, "usage: sluice run [OPTIONS]\n\nRuns the gateway until SIGTERM or SIGINT.\n"
                "Every option is also a key of the YAML config (--conn-log is conn_log).\n"
-               "Durations: 250ms, 10s, 5m, or a number of seconds.\n\n");
+               "Durations: 250ms, 10s, 5m, or a number of seconds. "
+               "Sizes: 65536, 64KiB (64k), 1MiB (1m).\n\n");
     for (size_t i = 0; i < N_RUN_OPTIONS; i++) {
         const struct run_option *o = &run_options[i];
         fprintf(f, "  --%s%s%s\n      %s", o->flag, o->arg ? " " : "", o->arg ? o->arg : "",

@@ -7,6 +7,8 @@
 #include "policy_int.h"
 
 #include <stdlib.h>
+
+#include "bodyscan.h"
 #include <string.h>
 #include <strings.h>
 
@@ -105,6 +107,7 @@ static void policy_free_http_rule(struct policy_http_rule *r)
     free(r->headers);
     free(r->status);
     policy_free_strings(r->content_types, r->n_content_types);
+    bodyscan_patterns_free(r->body);
 }
 
 /* Frees everything p owns; only the last policy_unref gets here. */
@@ -185,6 +188,14 @@ const struct policy_pinning *policy_pinning(const struct policy *p)
 bool policy_has_http_rules(const struct policy *p)
 {
     return p->n_http > 0;
+}
+
+bool policy_http_uses_headers(const struct policy *p)
+{
+    for (size_t i = 0; i < p->n_http; i++)
+        if (p->http[i].keys & POLICY_KEY_HEADER)
+            return true;
+    return false;
 }
 
 /* ---- connection rules ---- */
@@ -447,7 +458,7 @@ void policy_decide_http_request(const struct policy *p, const struct policy_http
 
     for (size_t i = 0; i < p->n_http; i++) {
         const struct policy_http_rule *r = &p->http[i];
-        if (!policy_http_request_match(p, r, req, &host))
+        if ((r->keys & POLICY_KEY_BODY) || !policy_http_request_match(p, r, req, &host))
             continue;
         if (r->keys & POLICY_KEYS_RESPONSE) {
             pending |= 1u << r->action;
@@ -470,6 +481,8 @@ void policy_decide_http_response(const struct policy *p, const struct policy_htt
 
     for (size_t i = 0; i < p->n_http; i++) {
         const struct policy_http_rule *r = &p->http[i];
+        if (r->keys & POLICY_KEY_BODY)
+            continue;
         if ((r->keys & POLICY_KEYS_RESPONSE) && !policy_http_response_match(r, resp))
             continue;
         if (!policy_http_request_match(p, r, req, &host))
@@ -478,6 +491,59 @@ void policy_decide_http_response(const struct policy *p, const struct policy_htt
         return;
     }
     *out = (struct policy_http_decision){POLICY_HTTP_ALLOW, NULL, false};
+}
+
+/* Whether rule r, a head rule or a body rule for this side, matches the exchange's heads. At
+ * the request (resp NULL) a rule with response keys cannot be known and never matches. */
+static bool policy_http_heads_match(const struct policy *p, const struct policy_http_rule *r,
+                                    const struct policy_http_request *req,
+                                    const struct policy_http_response *resp,
+                                    struct policy_lazy_name *host)
+{
+    if (r->keys & POLICY_KEYS_RESPONSE) {
+        if (!resp || !policy_http_response_match(r, resp))
+            return false;
+    }
+    return policy_http_request_match(p, r, req, host);
+}
+
+void policy_arm_http_body(const struct policy *p, const struct policy_http_request *req,
+                          const struct policy_http_response *resp, struct policy_body_arm *out)
+{
+    struct policy_lazy_name host = {.text = req->host};
+    unsigned side = resp ? POLICY_BODY_RESPONSE : POLICY_BODY_REQUEST;
+
+    out->n = 0;
+    for (size_t i = 0; i < p->n_http && out->n < POLICY_BODY_RULES_MAX; i++) {
+        const struct policy_http_rule *r = &p->http[i];
+        bool body = (r->keys & POLICY_KEY_BODY) != 0;
+        if (body && !(r->body_in & side))
+            continue;
+        if (!policy_http_heads_match(p, r, req, resp, &host))
+            continue;
+        if (!body)
+            return; /* this rule decided the exchange at its heads */
+        out->rule[out->n] = r->name;
+        out->patterns[out->n] = r->body;
+        out->capture[out->n++] = (size_t)r->capture_kib * 1024;
+    }
+}
+
+bool policy_has_body_rules(const struct policy *p)
+{
+    return p->n_body > 0;
+}
+
+bool policy_first_capture_rule(const struct policy *p, const char **rule, int *line)
+{
+    for (size_t i = 0; i < p->n_http; i++) {
+        if (p->http[i].capture_kib) {
+            *rule = p->http[i].name;
+            *line = p->http[i].capture_line;
+            return true;
+        }
+    }
+    return false;
 }
 
 /* ---- block page ---- */

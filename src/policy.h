@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <sys/socket.h>
 
+struct bodyscan_patterns;
 struct fy_node;
 struct policy;
 
@@ -86,6 +87,21 @@ struct policy_http_decision {
                            NULL, and the answer comes from policy_decide_http_response */
 };
 
+/* The sides of an exchange whose bodies a body rule inspects (its body_in). */
+enum { POLICY_BODY_REQUEST = 1, POLICY_BODY_RESPONSE = 2 };
+
+#define POLICY_BODY_RULES_MAX 64 /* body rules in one policy */
+#define POLICY_CAPTURE_MAX_KIB 1024
+
+/* The body rules armed for one message body, in rule order (see policy_arm_http_body). Every
+ * pointer is owned by the policy and valid while the caller holds its reference. */
+struct policy_body_arm {
+    size_t n;
+    const char *rule[POLICY_BODY_RULES_MAX];
+    const struct bodyscan_patterns *patterns[POLICY_BODY_RULES_MAX];
+    size_t capture[POLICY_BODY_RULES_MAX]; /* bytes the rule captures when it matches; 0 */
+};
+
 /* Certificate-pinning tolerance (implemented by the connection path): a client that fails the
  * forged certificate `threshold` times within `window_ms` has that name passed through for
  * `ttl_ms`. */
@@ -156,6 +172,27 @@ void policy_decide_http_response(const struct policy *p, const struct policy_htt
 
 /* True when the policy has HTTP rules (the HTTP layer can skip its hooks otherwise). */
 bool policy_has_http_rules(const struct policy *p);
+
+/* True when some HTTP rule has a `header` key: the response-time decisions
+ * (policy_decide_http_response, policy_arm_http_body for a response) then need the request's
+ * headers again, so the HTTP layer keeps them until the response head. */
+bool policy_http_uses_headers(const struct policy *p);
+
+/* Body rules (docs/POLICY.md, "Body rules") never decide at a head: the head decisions above
+ * skip them. For the body of a request (resp NULL) or of a response, this returns the body
+ * rules that inspect it: walking the rules in order, a body rule for that side whose head keys
+ * match is armed; the first other rule that matches the exchange (at the request: a rule
+ * without response keys) ends the walk, since it decided the exchange. Pure and thread-safe;
+ * allocates only PCRE2 match data for regex keys. */
+void policy_arm_http_body(const struct policy *p, const struct policy_http_request *req,
+                          const struct policy_http_response *resp, struct policy_body_arm *out);
+
+/* True when the policy has body rules. */
+bool policy_has_body_rules(const struct policy *p);
+
+/* The first rule that asks for captures, for the start-up check that a capture file is set:
+ * true with its name and the line of its `capture:` key. */
+bool policy_first_capture_rule(const struct policy *p, const char **rule, int *line);
 
 /* ---- the rest of the snapshot ---- */
 

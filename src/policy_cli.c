@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "addr.h"
+#include "bodyscan.h"
 #include "config.h"
 #include "json.h"
 #include "policy_int.h"
@@ -80,6 +81,26 @@ static void cli_describe_rule(const struct policy *p, const struct policy_rule *
     fprintf(out, " (%s:%d)\n", p->source, r->line);
 }
 
+/* "body has one of 2 keywords or 1 regex [request and response bodies; capture 16 KiB]" */
+static void cli_describe_body(const struct policy_http_rule *r, bool first, FILE *out)
+{
+    static const char *const sides[] = {"", "request bodies", "response bodies",
+                                        "request and response bodies"};
+    size_t kw, re;
+
+    bodyscan_patterns_count(r->body, &kw, &re);
+    fprintf(out, "%sbody has ", first ? "" : ", and ");
+    if (kw)
+        fprintf(out, "%s%zu keyword%s", kw + re > 1 ? "one of " : "", kw, kw == 1 ? "" : "s");
+    if (re)
+        fprintf(out, "%s%s%zu regex%s", kw ? " or " : "", kw || re == 1 ? "" : "one of ", re,
+                re == 1 ? "" : "es");
+    fprintf(out, " [%s", sides[r->body_in & 3]);
+    if (r->capture_kib)
+        fprintf(out, "; capture %u KiB", r->capture_kib);
+    fprintf(out, "]");
+}
+
 static void cli_describe_http(const struct policy *p, const struct policy_http_rule *r, size_t i,
                               FILE *out)
 {
@@ -99,10 +120,14 @@ static void cli_describe_http(const struct policy *p, const struct policy_http_r
     for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++)
         if (r->keys & keys[k].bit)
             cli_key(out, keys[k].name, &first);
-    if (first)
-        fprintf(out, "always");
-    fprintf(out, "%s (%s:%d)\n", r->keys & POLICY_KEYS_RESPONSE ? " [response]" : "", p->source,
-            r->line);
+    if (r->keys & POLICY_KEY_BODY) {
+        cli_describe_body(r, first, out);
+    } else {
+        if (first)
+            fprintf(out, "always");
+        fprintf(out, "%s", r->keys & POLICY_KEYS_RESPONSE ? " [response]" : "");
+    }
+    fprintf(out, " (%s:%d)\n", p->source, r->line);
 }
 
 void policy_describe(const struct policy *p, FILE *out)
@@ -381,9 +406,18 @@ static long explain_alpn(const char *list, uint8_t *wire, size_t cap)
     return (long)len;
 }
 
+/* What explain says about HTTP: the decision, and the body rules armed for each body. */
+struct explain_http {
+    struct policy_http_decision d;
+    int line;
+    bool body;     /* the policy has body rules */
+    bool response; /* a response was given */
+    struct policy_body_arm req_arm, resp_arm;
+};
+
 /* The HTTP part: request decision, then the response one when asked or needed. */
 static void explain_http(const struct policy *p, const struct explain_args *a,
-                         struct policy_http_decision *d, int *line)
+                         struct explain_http *x)
 {
     struct policy_http_header h[CLI_HEADERS_MAX];
     struct policy_http_request req = {
@@ -393,6 +427,7 @@ static void explain_http(const struct policy *p, const struct explain_args *a,
         .headers = h,
         .n_headers = a->n_headers,
     };
+    struct policy_http_decision *d = &x->d;
 
     for (size_t i = 0; i < a->n_headers; i++) {
         const char *colon = strchr(a->headers[i], ':'), *v = colon + 1;
@@ -401,22 +436,37 @@ static void explain_http(const struct policy *p, const struct explain_args *a,
         h[i] = (struct policy_http_header){a->headers[i], (size_t)(colon - a->headers[i]), v,
                                            strlen(v)};
     }
-    if (a->status >= 0 || a->content_type) {
-        struct policy_http_response resp = {a->status >= 0 ? a->status : 200, a->content_type};
+    x->response = a->status >= 0 || a->content_type;
+    x->body = policy_has_body_rules(p);
+    struct policy_http_response resp = {a->status >= 0 ? a->status : 200, a->content_type};
+    if (x->response)
         policy_decide_http_response(p, &req, &resp, d);
-    } else {
+    else
         policy_decide_http_request(p, &req, d);
-    }
-    *line = 0;
+    policy_arm_http_body(p, &req, NULL, &x->req_arm);
+    if (x->response)
+        policy_arm_http_body(p, &req, &resp, &x->resp_arm);
+    x->line = 0;
     for (size_t i = 0; d->rule && i < p->n_http; i++)
         if (p->http[i].name == d->rule)
-            *line = p->http[i].line;
+            x->line = p->http[i].line;
+}
+
+static void explain_json_arm(struct json *j, const char *key, const struct policy_body_arm *arm)
+{
+    json_key(j, key);
+    json_array_begin(j);
+    for (size_t i = 0; i < arm->n; i++) {
+        json_elem(j);
+        json_str(j, arm->rule[i]);
+    }
+    json_array_end(j);
 }
 
 static void explain_print_json(const struct explain_args *a, const struct policy_decision *d,
-                               const struct policy_http_decision *hd, FILE *out)
+                               const struct explain_http *x, FILE *out)
 {
-    char buf[1024];
+    char buf[8192];
     struct json j;
 
     json_init(&j, buf, sizeof(buf));
@@ -425,20 +475,36 @@ static void explain_print_json(const struct explain_args *a, const struct policy
     if (d->action == POLICY_BLOCK)
         json_kv_str(&j, "how", policy_how_name(d->how));
     json_kv_str(&j, "rule", d->rule);
-    if (hd) {
+    if (x) {
         json_key(&j, "http");
         json_begin(&j);
         json_kv_str(&j, "action",
-                    hd->need_response ? "need_response" : policy_http_action_name(hd->action));
-        json_kv_str(&j, "rule", hd->rule);
+                    x->d.need_response ? "need_response" : policy_http_action_name(x->d.action));
+        json_kv_str(&j, "rule", x->d.rule);
+        if (x->body) {
+            json_key(&j, "body_rules");
+            json_begin(&j);
+            explain_json_arm(&j, "request", &x->req_arm);
+            if (x->response)
+                explain_json_arm(&j, "response", &x->resp_arm);
+            json_end(&j);
+        }
         json_end(&j);
     }
     json_end(&j);
     fprintf(out, "%.*s\n", (int)j.len, buf);
 }
 
+static void explain_text_arm(const char *side, const struct policy_body_arm *arm, FILE *out)
+{
+    fprintf(out, "body rules for the %s body:", side);
+    for (size_t i = 0; i < arm->n; i++)
+        fprintf(out, "%s %s", i ? "," : "", arm->rule[i]);
+    fprintf(out, "%s\n", arm->n ? "" : " none");
+}
+
 static void explain_print_text(const struct policy *p, const struct policy_decision *d,
-                               const struct policy_http_decision *hd, int http_line, FILE *out)
+                               const struct explain_http *x, FILE *out)
 {
     char origin[PATH_MAX + 16];
 
@@ -450,16 +516,22 @@ static void explain_print_text(const struct policy *p, const struct policy_decis
                 policy_rule_origin(p, d->rule_index, origin, sizeof(origin)));
     else
         fprintf(out, "rule: none (the default decided)\n");
-    if (!hd)
+    if (!x)
         return;
+    const struct policy_http_decision *hd = &x->d;
     if (hd->need_response)
         fprintf(out, "http: depends on the response (give --status / --content-type)\n");
     else
         fprintf(out, "http: %s\n", policy_http_action_name(hd->action));
     if (hd->rule)
-        fprintf(out, "http rule: %s (%s:%d)\n", hd->rule, p->source, http_line);
+        fprintf(out, "http rule: %s (%s:%d)\n", hd->rule, p->source, x->line);
     else if (!hd->need_response)
         fprintf(out, "http rule: none (the default: allow)\n");
+    if (x->body && !(hd->action == POLICY_HTTP_BLOCK && !hd->need_response)) {
+        explain_text_arm("request", &x->req_arm, out);
+        if (x->response)
+            explain_text_arm("response", &x->resp_arm, out);
+    }
 }
 
 int policy_cli_explain(int argc, char **argv, FILE *out, FILE *err)
@@ -487,17 +559,16 @@ int policy_cli_explain(int argc, char **argv, FILE *out, FILE *err)
         .alpn_len = (size_t)alpn_len,
     };
     struct policy_decision d;
-    struct policy_http_decision hd;
+    struct explain_http x;
     bool http = a.method || a.path || a.n_headers || a.status >= 0 || a.content_type;
-    int http_line = 0;
 
     policy_decide(cfg.policy, &flow, &d);
     if (http)
-        explain_http(cfg.policy, &a, &hd, &http_line);
+        explain_http(cfg.policy, &a, &x);
     if (a.json)
-        explain_print_json(&a, &d, http ? &hd : NULL, out);
+        explain_print_json(&a, &d, http ? &x : NULL, out);
     else
-        explain_print_text(cfg.policy, &d, http ? &hd : NULL, http_line, out);
+        explain_print_text(cfg.policy, &d, http ? &x : NULL, out);
     config_free(&cfg);
     return 0;
 }

@@ -47,6 +47,7 @@ enum {
     POLICY_KEY_HEADER = 1u << 11,
     POLICY_KEY_STATUS = 1u << 12,
     POLICY_KEY_CONTENT_TYPE = 1u << 13,
+    POLICY_KEY_BODY = 1u << 14, /* body and/or body_regex: a body rule */
 };
 #define POLICY_KEYS_RESPONSE (POLICY_KEY_STATUS | POLICY_KEY_CONTENT_TYPE)
 
@@ -96,6 +97,12 @@ struct policy_http_rule {
     char **content_types; /* "text/html", "image/ *" (any subtype) */
     size_t n_content_types;
     enum policy_http_action action;
+    /* body rules (POLICY_KEY_BODY): never decide at a head; armed for the bodies of the sides
+     * in body_in when their head keys match (policy_arm_http_body) */
+    struct bodyscan_patterns *body; /* keywords and regexes, compiled at load */
+    unsigned body_in;               /* POLICY_BODY_REQUEST | POLICY_BODY_RESPONSE */
+    unsigned capture_kib;           /* capture: the first KiB of a matching body; 0: none */
+    int capture_line;
 };
 
 struct policy {
@@ -108,6 +115,7 @@ struct policy {
     size_t n_rules;
     struct policy_http_rule *http;
     size_t n_http;
+    size_t n_body; /* body rules among http */
     struct policy_list **lists;
     size_t n_lists;
     char *block_page; /* the template text, or NULL for the built-in page */

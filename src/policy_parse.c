@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "bodyscan.h"
 #include "config.h"
 
 #define PP_MSG_MAX 1024
@@ -610,6 +611,7 @@ static int pp_rule(struct policy_parser *pp, struct fy_node *map, size_t index)
 struct pp_http {
     struct policy_http_rule *rule;
     bool has_action;
+    int body_in_line; /* where body_in was given; 0: not given */
 };
 
 static bool pp_is_token(const char *s)
@@ -819,6 +821,105 @@ static int pp_http_action(struct policy_parser *pp, void *obj, const char *key,
     return 0;
 }
 
+/* ---- body rules ---- */
+
+/* body: a keyword; body_regex: a regex (one item of a sequence). */
+static int pp_body_item(struct policy_parser *pp, void *obj, const char *key, struct fy_node *item,
+                        const char *text, int line)
+{
+    struct policy_http_rule *r = obj;
+    char msg[PP_MSG_MAX / 2];
+
+    if (!r->body && !(r->body = bodyscan_patterns_new()))
+        return pp_oom(pp, line);
+    int rc = strcmp(key, "body") == 0
+                 ? bodyscan_patterns_add_keyword(r->body, text, strlen(text), msg, sizeof(msg))
+                 : bodyscan_patterns_add_regex(r->body, text, msg, sizeof(msg));
+    if (rc != 0)
+        return pp_fail(pp, line, "%s: '%s': %s", key, text, msg);
+    return 0;
+}
+
+static int pp_http_body(struct policy_parser *pp, void *obj, const char *key, struct fy_node *value,
+                        int line)
+{
+    struct policy_http_rule *r = ((struct pp_http *)obj)->rule;
+
+    r->keys |= POLICY_KEY_BODY;
+    return pp_each(pp, r, key, value, line, false, pp_body_item);
+}
+
+static int pp_http_body_in(struct policy_parser *pp, void *obj, const char *key,
+                           struct fy_node *value, int line)
+{
+    struct pp_http *ph = obj;
+    const char *text = pp_text(pp, key, value, line);
+
+    if (!text)
+        return -1;
+    if (strcmp(text, "request") == 0)
+        ph->rule->body_in = POLICY_BODY_REQUEST;
+    else if (strcmp(text, "response") == 0)
+        ph->rule->body_in = POLICY_BODY_RESPONSE;
+    else if (strcmp(text, "both") == 0)
+        ph->rule->body_in = POLICY_BODY_REQUEST | POLICY_BODY_RESPONSE;
+    else
+        return pp_fail(pp, pp_line(value, line), "%s: expected request, response or both, got '%s'",
+                       key, text);
+    ph->body_in_line = line;
+    return 0;
+}
+
+/* capture: N, the KiB of a matching body written to the capture file. */
+static int pp_http_capture(struct policy_parser *pp, void *obj, const char *key,
+                           struct fy_node *value, int line)
+{
+    struct policy_http_rule *r = ((struct pp_http *)obj)->rule;
+    const char *text = pp_text(pp, key, value, line);
+    unsigned long v = 0;
+    size_t digits = text ? strspn(text, "0123456789") : 0;
+
+    if (!text)
+        return -1;
+    if (digits && digits < 6 && text[digits] == '\0')
+        v = strtoul(text, NULL, 10);
+    if (v < 1 || v > POLICY_CAPTURE_MAX_KIB)
+        return pp_fail(pp, pp_line(value, line), "%s: expected the KiB to capture, 1..%d, got '%s'",
+                       key, POLICY_CAPTURE_MAX_KIB, text);
+    r->capture_kib = (unsigned)v;
+    r->capture_line = line;
+    return 0;
+}
+
+/* A body rule blocks, says which bodies it reads, and fits the limits; body_in and capture
+ * come only with a body key. */
+static int pp_body_finish(struct policy_parser *pp, struct pp_http *ph, int line)
+{
+    struct policy_http_rule *r = ph->rule;
+    bool response_keys = (r->keys & POLICY_KEYS_RESPONSE) != 0;
+
+    if (!(r->keys & POLICY_KEY_BODY)) {
+        if (ph->body_in_line)
+            return pp_fail(pp, ph->body_in_line, "body_in: only with body or body_regex");
+        if (r->capture_kib)
+            return pp_fail(pp, r->capture_line, "capture: only with body or body_regex");
+        return 0;
+    }
+    if (r->action != POLICY_HTTP_BLOCK)
+        return pp_fail(pp, line, "a body rule's action must be block");
+    if (pp->p->n_body == POLICY_BODY_RULES_MAX)
+        return pp_fail(pp, line, "more than %d body rules", POLICY_BODY_RULES_MAX);
+    pp->p->n_body++;
+    if (!ph->body_in_line)
+        r->body_in =
+            response_keys ? POLICY_BODY_RESPONSE : POLICY_BODY_REQUEST | POLICY_BODY_RESPONSE;
+    else if (response_keys && (r->body_in & POLICY_BODY_REQUEST))
+        return pp_fail(pp, ph->body_in_line,
+                       "body_in: a rule with status or content_type reads response bodies only "
+                       "(a request body is judged before any response)");
+    return 0;
+}
+
 static const struct pp_key pp_http_keys[] = {
     {"name", pp_skip},
     {"method", pp_http_items},
@@ -829,6 +930,10 @@ static const struct pp_key pp_http_keys[] = {
     {"header", pp_http_items},
     {"status", pp_http_items},
     {"content_type", pp_http_items},
+    {"body", pp_http_body},
+    {"body_regex", pp_http_body},
+    {"body_in", pp_http_body_in},
+    {"capture", pp_http_capture},
     {"action", pp_http_action},
 };
 
@@ -850,7 +955,7 @@ static int pp_http_rule(struct policy_parser *pp, struct fy_node *map, size_t in
         return -1;
     if (!ph.has_action)
         return pp_fail(pp, line, "missing 'action' (block or allow)");
-    return 0;
+    return pp_body_finish(pp, &ph, line);
 }
 
 /* ---- the policy mapping ---- */

@@ -1,9 +1,11 @@
 /* relay: full-duplex byte pump between two legs with bounded buffers. */
 #include "relay.h"
 
+#include "h2.h"
 #include "http1.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <openssl/err.h>
 #include <stdio.h>
 #include <string.h>
@@ -28,8 +30,10 @@ static int relay_errno_result(struct relay_leg *leg, unsigned *want, unsigned ag
 static int tcp_read(struct relay_leg *leg, void *buf, size_t len, unsigned *want)
 {
     ssize_t n = recv(leg->fd, buf, len, 0);
-    if (n >= 0)
+    if (n >= 0) {
+        leg->drained = (size_t)n < len;
         return (int)n;
+    }
     return relay_errno_result(leg, want, RELAY_WANT_READ(leg->side));
 }
 
@@ -84,9 +88,18 @@ static int tls_result(struct relay_leg *leg, int rc, unsigned *want)
     }
 }
 
+/* Clears the thread's OpenSSL error queue before a call whose failure SSL_get_error will
+ * classify. The queue is nearly always empty already (every failure path below drains it), and
+ * checking costs a fraction of ERR_clear_error's walk over all its slots. */
+static void relay_err_clear(void)
+{
+    if (ERR_peek_error() != 0)
+        ERR_clear_error();
+}
+
 static int tls_read(struct relay_leg *leg, void *buf, size_t len, unsigned *want)
 {
-    ERR_clear_error();
+    relay_err_clear();
     errno = 0;
     int n = SSL_read(leg->ssl, buf, (int)len);
     return n > 0 ? n : tls_result(leg, n, want);
@@ -94,7 +107,7 @@ static int tls_read(struct relay_leg *leg, void *buf, size_t len, unsigned *want
 
 static int tls_write(struct relay_leg *leg, const void *buf, size_t len, unsigned *want)
 {
-    ERR_clear_error();
+    relay_err_clear();
     errno = 0;
     int n = SSL_write(leg->ssl, buf, (int)len);
     if (n > 0)
@@ -129,14 +142,75 @@ static int tls_shutdown(struct relay_leg *leg, bool clean, unsigned *want)
 static const struct relay_leg_ops relay_tcp_ops = {tcp_read, tcp_write, tcp_shutdown};
 static const struct relay_leg_ops relay_tls_ops = {tls_read, tls_write, tls_shutdown};
 
+/* Watches the TLS leg's socket reads (the leg is the callback's argument): with read-ahead
+ * OpenSSL asks for as much as its buffer holds, so a read that comes back short found the
+ * socket empty, and reading again before the next readiness report would only fail. */
+static long relay_bio_cb(BIO *bio, int oper, const char *argp, size_t len, int argi, long argl,
+                         int ret, size_t *processed)
+{
+    (void)argp;
+    (void)argi;
+    (void)argl;
+    if (oper == (BIO_CB_READ | BIO_CB_RETURN)) {
+        struct relay_leg *leg = (struct relay_leg *)BIO_get_callback_arg(bio);
+        leg->drained = ret > 0 && processed && *processed < len;
+    }
+    return ret;
+}
+
+static void relay_leg_init(struct relay_leg *leg, enum relay_side side, int fd, SSL *ssl)
+{
+    *leg = (struct relay_leg){ssl ? &relay_tls_ops : &relay_tcp_ops, fd, ssl, side, false, ""};
+    if (!ssl)
+        return;
+    BIO *rbio = SSL_get_rbio(ssl);
+    if (rbio) {
+        BIO_set_callback_arg(rbio, (char *)leg);
+        BIO_set_callback_ex(rbio, relay_bio_cb);
+    }
+}
+
 void relay_init(struct relay *r, struct bufpool *pool, int cfd, SSL *cssl, int ufd, SSL *ussl)
 {
     memset(r, 0, sizeof(*r));
     r->pool = pool;
-    r->leg[RELAY_CLIENT] = (struct relay_leg){cssl ? &relay_tls_ops : &relay_tcp_ops, cfd, cssl,
-                                              RELAY_CLIENT, ""};
-    r->leg[RELAY_UPSTREAM] = (struct relay_leg){ussl ? &relay_tls_ops : &relay_tcp_ops, ufd,
-                                                ussl, RELAY_UPSTREAM, ""};
+    relay_leg_init(&r->leg[RELAY_CLIENT], RELAY_CLIENT, cfd, cssl);
+    relay_leg_init(&r->leg[RELAY_UPSTREAM], RELAY_UPSTREAM, ufd, ussl);
+    /* OpenSSL may hold bytes read during the handshake (read-ahead): read before waiting. */
+    r->readable = RELAY_WANT_READ(RELAY_CLIENT) | RELAY_WANT_READ(RELAY_UPSTREAM);
+}
+
+void relay_note_ready(struct relay *r, unsigned ready)
+{
+    for (int i = 0; i < 2; i++) {
+        if (ready & RELAY_WANT_READ(i)) {
+            r->readable |= RELAY_WANT_READ(i);
+            r->leg[i].drained = false;
+        }
+    }
+}
+
+/* Nothing is left to read on the leg until its socket is reported readable again: the last
+ * socket read came back short and OpenSSL holds no unprocessed bytes. */
+static bool relay_leg_drained(const struct relay_leg *leg)
+{
+    return leg->drained && !(leg->ssl && SSL_has_pending(leg->ssl));
+}
+
+/* Reads from the leg unless its last read found nothing (then it waits for readiness without
+ * a system call). Same results as the leg's read op. */
+static int relay_leg_read(struct relay *r, struct relay_leg *leg, void *buf, size_t len)
+{
+    unsigned bit = RELAY_WANT_READ(leg->side), want = 0;
+    if (!(r->readable & bit)) {
+        r->want |= bit;
+        return RELAY_IO_AGAIN;
+    }
+    int n = leg->ops->read(leg, buf, len, &want);
+    r->want |= want;
+    if (n == RELAY_IO_AGAIN ? (want & bit) != 0 : n > 0 && relay_leg_drained(leg))
+        r->readable &= ~bit;
+    return n;
 }
 
 int relay_preload_up(struct relay *r, const void *data, size_t len)
@@ -245,7 +319,7 @@ static int relay_dir_fill(struct relay *r, struct relay_dir *d, struct relay_leg
         snprintf(src->error, sizeof(src->error), "out of memory");
         return -1;
     }
-    int n = src->ops->read(src, d->buf, BUFPOOL_BUF_SIZE, &r->want);
+    int n = relay_leg_read(r, src, d->buf, BUFPOOL_BUF_SIZE);
     if (n > 0) {
         d->off = 0;
         d->len = (uint32_t)n;
@@ -314,7 +388,152 @@ static bool relay_is_truncation_echo(const struct relay *r, const struct relay_l
     return toward->truncated && toward->done;
 }
 
-enum relay_status relay_pump(struct relay *r, char *err, size_t errlen)
+/* ---- HTTP/2 bridging ---- */
+
+void relay_bridge_h2(struct relay *r, struct h2_bridge *bridge)
+{
+    r->h2 = bridge;
+}
+
+/* The bridge's output toward a side is written straight from its buffer; the cap keeps one
+ * SSL_write bounded, and a retry after WANT_WRITE passes at least as many bytes as before
+ * (the pending bytes only grow at their end). */
+#define RELAY_H2_WRITE_MAX (256 * 1024)
+
+static size_t relay_h2_pending(struct relay *r, int side, const uint8_t **data)
+{
+    return side == RELAY_CLIENT ? h2_bridge_pending_to_client(r->h2, data)
+                                : h2_bridge_pending_to_upstream(r->h2, data);
+}
+
+/* Writes what the bridge has for the leg. 1 progress, 0 nothing or blocked, -1 failed. */
+static int relay_h2_write(struct relay *r, struct relay_leg *leg)
+{
+    const uint8_t *data;
+    size_t n = relay_h2_pending(r, leg->side, &data);
+    if (n == 0)
+        return 0;
+    int w = leg->ops->write(leg, data, n < RELAY_H2_WRITE_MAX ? n : RELAY_H2_WRITE_MAX, &r->want);
+    if (w == RELAY_IO_AGAIN)
+        return 0;
+    if (w < 0)
+        return -1;
+    if (leg->side == RELAY_CLIENT)
+        h2_bridge_sent_to_client(r->h2, (size_t)w);
+    else
+        h2_bridge_sent_to_upstream(r->h2, (size_t)w);
+    return 1;
+}
+
+static int relay_h2_feed(struct relay *r, int side, const uint8_t *data, int n)
+{
+    if (n > 0)
+        return side == RELAY_CLIENT ? h2_bridge_from_client(r->h2, data, (size_t)n)
+                                    : h2_bridge_from_upstream(r->h2, data, (size_t)n);
+    r->h2_eof[side] = true;
+    return side == RELAY_CLIENT ? h2_bridge_eof_from_client(r->h2)
+                                : h2_bridge_eof_from_upstream(r->h2);
+}
+
+/* Reads one chunk from the leg into the bridge, when the bridge wants it (backpressure: it
+ * does not while the other leg's output is high). A reset or truncation ends the leg like a
+ * close; the first transport error is kept for the record. 1 progress, 0 nothing or blocked,
+ * -1 the bridge failed. */
+static int relay_h2_read(struct relay *r, struct relay_leg *leg)
+{
+    int side = leg->side;
+    bool wants = side == RELAY_CLIENT ? h2_bridge_wants_from_client(r->h2)
+                                      : h2_bridge_wants_from_upstream(r->h2);
+    if (r->h2_eof[side] || !wants)
+        return 0;
+    uint8_t *buf = bufpool_get(r->pool);
+    if (!buf) {
+        snprintf(r->h2_leg_error, sizeof(r->h2_leg_error), "out of memory");
+        return -1;
+    }
+    int n = relay_leg_read(r, leg, buf, BUFPOOL_BUF_SIZE);
+    int rv = 0;
+    if (n > 0)
+        r->dir[side].bytes += (uint64_t)n;
+    if (n == RELAY_IO_ERROR && !r->h2_leg_error[0])
+        snprintf(r->h2_leg_error, sizeof(r->h2_leg_error), "%s: %s", relay_side_name(leg->side),
+                 leg->error);
+    if (n != RELAY_IO_AGAIN)
+        rv = relay_h2_feed(r, side, buf, n);
+    bufpool_put(r->pool, buf);
+    if (n == RELAY_IO_AGAIN)
+        return 0;
+    return rv < 0 ? -1 : 1;
+}
+
+/* The bridge is over (done or failed): what it still has for each leg goes out if it can at
+ * once, then both legs are closed (close_notify and FIN). */
+static void relay_h2_close_legs(struct relay *r)
+{
+    for (int i = 0; i < 2; i++) {
+        struct relay_leg *leg = &r->leg[i];
+        unsigned want = 0;
+        while (relay_h2_write(r, leg) > 0)
+            ;
+        leg->ops->shutdown(leg, true, &want);
+        r->dir[i].done = true;
+    }
+}
+
+static enum relay_status relay_h2_pump(struct relay *r, char *err, size_t errlen)
+{
+    bool progress = true;
+    r->progressed = false;
+    while (progress) {
+        progress = false;
+        r->want = 0;
+        for (int i = 0; i < 2; i++) {
+            struct relay_leg *leg = &r->leg[i];
+            int w = relay_h2_write(r, leg);
+            if (w < 0) {
+                relay_fail(r, leg, err, errlen);
+                return RELAY_FAILED;
+            }
+            int rd = relay_h2_read(r, leg);
+            if (rd < 0) {
+                const char *why = h2_bridge_error(r->h2);
+                snprintf(err, errlen, "%s", why ? why : r->h2_leg_error);
+                relay_h2_close_legs(r);
+                return RELAY_FAILED;
+            }
+            progress = progress || w > 0 || rd > 0;
+        }
+        r->progressed = r->progressed || progress;
+    }
+    if (!h2_bridge_done(r->h2) && r->want != 0)
+        return RELAY_CONTINUE;
+    relay_h2_close_legs(r);
+    if (!h2_bridge_done(r->h2)) {
+        snprintf(err, errlen, "h2: stalled with nothing to wait for");
+        return RELAY_FAILED;
+    }
+    if (r->h2_leg_error[0]) {
+        snprintf(err, errlen, "%s", r->h2_leg_error);
+        return RELAY_FAILED;
+    }
+    return RELAY_FINISHED;
+}
+
+/* SSL_MODE_RELEASE_BUFFERS frees a leg's buffers only once application data went through
+ * them: the handshake's 16.5 KiB write buffer would stay with a connection that has sent
+ * nothing since (an idle client, as in the benchmark's idle workload). So once a waiting
+ * relay finds a leg's buffers empty, it frees them itself, once per leg; OpenSSL refuses
+ * while a buffer holds bytes, so this never loses data, and later traffic is covered by
+ * RELEASE_BUFFERS again. */
+static void relay_trim_buffers(struct relay *r)
+{
+    for (int i = 0; i < 2; i++) {
+        if (!(r->trimmed & (1u << i)) && (!r->leg[i].ssl || SSL_free_buffers(r->leg[i].ssl)))
+            r->trimmed |= 1u << i;
+    }
+}
+
+static enum relay_status relay_raw_pump(struct relay *r, char *err, size_t errlen)
 {
     bool progress = true;
     r->progressed = false;
@@ -339,8 +558,21 @@ enum relay_status relay_pump(struct relay *r, char *err, size_t errlen)
     return RELAY_CONTINUE;
 }
 
+enum relay_status relay_pump(struct relay *r, char *err, size_t errlen)
+{
+    enum relay_status st = r->h2 ? relay_h2_pump(r, err, errlen) : relay_raw_pump(r, err, errlen);
+    if (st == RELAY_CONTINUE && r->trimmed != 3)
+        relay_trim_buffers(r);
+    return st;
+}
+
 void relay_release(struct relay *r)
 {
+    for (int i = 0; i < 2; i++) {
+        BIO *rbio = r->leg[i].ssl ? SSL_get_rbio(r->leg[i].ssl) : NULL;
+        if (rbio)
+            BIO_set_callback_ex(rbio, NULL);
+    }
     for (int i = 0; i < 2; i++) {
         bufpool_put(r->pool, r->dir[i].buf);
         r->dir[i].buf = NULL;

@@ -12,6 +12,7 @@
 #include "bufpool.h"
 
 struct http1;
+struct h2_bridge;
 
 enum relay_side { RELAY_CLIENT = 0, RELAY_UPSTREAM = 1 };
 
@@ -40,6 +41,7 @@ struct relay_leg {
     int fd;
     SSL *ssl;          /* borrowed; NULL for TCP */
     enum relay_side side;
+    bool drained;      /* the last read from the socket came back short: it was empty then */
     char error[96];    /* set on RELAY_IO_ERROR */
 };
 
@@ -56,13 +58,21 @@ struct relay {
     struct relay_dir dir[2];
     struct bufpool *pool;   /* borrowed: the worker's */
     unsigned want;          /* after RELAY_CONTINUE: the readiness to wait for */
+    unsigned readable;      /* RELAY_WANT_READ bits of legs that may have bytes to read: cleared
+                             * when a read finds none, set again by relay_note_ready */
     bool progressed;        /* the last pump moved at least one byte or state */
+    unsigned trimmed;       /* bit per side: the leg's post-handshake buffers were freed */
     /* HTTP/1.1 inspection (optional): every chunk read goes through the inspector, which says
      * how much may go on, releases bytes it held, or ends the connection with a reply. */
     struct http1 *http;     /* borrowed; NULL: bytes pass as they are */
     bool http_tunnel;       /* the protocol switched: relay raw (after the held bytes) */
     bool http_replying;     /* answering the client itself, then closing */
     size_t reply_off;
+    /* HTTP/2 bridging (optional): both legs speak h2; every byte read goes into the bridge,
+     * and what each leg is sent comes out of it (no relay buffers are held). */
+    struct h2_bridge *h2;   /* borrowed; NULL: not bridging */
+    bool h2_eof[2];         /* the side's read direction ended (fed to the bridge) */
+    char h2_leg_error[112]; /* the first transport error of a leg, for the record */
 };
 
 /* Sets up a relay over the two legs (fds and SSLs borrowed; ssl NULL for TCP). */
@@ -74,6 +84,15 @@ int relay_preload_up(struct relay *r, const void *data, size_t len);
 
 /* Puts an HTTP/1.1 inspector (borrowed) between the legs, before any byte moved. */
 void relay_inspect_http1(struct relay *r, struct http1 *http);
+
+/* Bridges HTTP/2 between the legs (bridge borrowed), before any byte moved: from now on the
+ * bridge decides what each leg is sent. Not combined with relay_inspect_http1. */
+void relay_bridge_h2(struct relay *r, struct h2_bridge *bridge);
+
+/* Tells the relay which readiness the event loop reported (RELAY_WANT_* bits). A leg whose
+ * last read found nothing is not read again until its socket is reported readable, so a pump
+ * makes one failed read per leg and wakeup at most, and none after a short read. */
+void relay_note_ready(struct relay *r, unsigned ready);
 
 /* Moves as much as possible without blocking. RELAY_CONTINUE: wait for r->want;
  * RELAY_FINISHED: both directions ended cleanly; RELAY_FAILED: err holds the reason, naming

@@ -55,6 +55,10 @@ static int tls_common_settings(SSL_CTX *ctx)
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
                               SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    /* One read(2) per flight instead of two per record (header, then body). Whoever reads
+     * must then drain what OpenSSL holds (SSL_has_pending) before waiting on the socket: the
+     * handshake steps do, as does the relay (relay_leg_read). */
+    SSL_CTX_set_read_ahead(ctx, 1);
     return 0;
 }
 

@@ -39,6 +39,7 @@ static void worker_on_stop(evutil_socket_t fd, short what, void *arg)
     unsigned ms = w->gw->cfg->shutdown_timeout_ms;
     log_msg(LOG_INFO, "worker %d: waiting up to %u ms for %zu open connections", w->index, ms,
             w->n_conns);
+    conn_drain_all(w);
     struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
     evtimer_add(w->deadline_ev, &tv);
 }

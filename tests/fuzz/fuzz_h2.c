@@ -20,7 +20,9 @@
  * Invariants, besides the sanitizers: -1 exactly when h2_bridge_error() is set, and then for
  * good; output backlogs and memory stay within their bounds; every exchange is reported
  * exactly once, with end >= start. Output is drained in odd piece sizes, as short writes
- * would. */
+ * would. Body hooks are on: every body is inspected, a request held for (seq % 3) * 700 bytes
+ * and a response for 2000 when its status is even; the bodies of every fourth request block
+ * after 1500 bytes (or at "EVIL"); each body state ends exactly once, never fed after. */
 #include <nghttp2/nghttp2.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -51,6 +53,7 @@ struct fuzz {
     unsigned piece;
     int32_t last_req;
     uint8_t body[3000];
+    int bodies; /* body states alive */
 };
 
 static volatile unsigned sink;
@@ -114,11 +117,57 @@ static int64_t now_us(void *arg)
     return f->clock += 7;
 }
 
+struct fbody {
+    bool ended, blocks;
+    uint64_t seen;
+};
+
+static void body_begin(void *arg, const struct h2_body_info *info, struct h2_body_plan *plan)
+{
+    struct fuzz *f = arg;
+    unsigned seq = info->req ? info->req->seq : info->resp->req->seq;
+    CHECK(info->max_hold > 0);
+    struct fbody *b = calloc(1, sizeof(*b));
+    if (!b)
+        return;
+    f->bodies++;
+    b->blocks = seq % 4 == 3;
+    plan->body = b;
+    plan->hold = info->req ? (seq % 3) * 700 : (info->resp->status % 2 ? 0 : 2000);
+}
+
+static int on_body(void *arg, void *body, const uint8_t *data, size_t len, bool end,
+                   struct h2_block *blk)
+{
+    struct fbody *b = body;
+    CHECK(!b->ended && (len > 0 || end));
+    b->ended = end;
+    b->seen += len;
+    sink += touch((const char *)data, len);
+    if ((b->blocks && b->seen >= 1500) || (len >= 4 && memmem(data, len, "EVIL", 4))) {
+        blk->rule = "body-rule";
+        blk->ref = "ref";
+        b->ended = true;
+        return H2_BODY_BLOCK;
+    }
+    return H2_BODY_MORE;
+}
+
+static void body_end(void *arg, void *body)
+{
+    struct fuzz *f = arg;
+    f->bodies--;
+    free(body);
+}
+
 static const struct h2_hooks hooks = {
     .on_request = on_request,
     .on_response = on_response,
     .on_exchange = on_exchange,
     .now_us = now_us,
+    .body_begin = body_begin,
+    .on_body = on_body,
+    .body_end = body_end,
 };
 
 /* --- the real peer (modes 1 and 2) ------------------------------------------------------- */
@@ -343,8 +392,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     drain(&f);
 out:
     h2_bridge_free(f.b);
-    /* every stream whose head began was reported, once */
+    /* every stream whose head began was reported, once; every body state was ended */
     CHECK(f.n_reported == f.max_seq);
+    CHECK(f.bodies == 0);
     if (f.peer)
         nghttp2_session_del(f.peer);
     return 0;

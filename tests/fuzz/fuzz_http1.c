@@ -9,12 +9,17 @@
  * other side sent (never reordered, duplicated or invented), *forward is within the chunk and
  * is the whole stream once tunnelling, nothing reaches the server after a REPLY_AND_CLOSE, a
  * closed inspector stays closed, replies are HTTP responses that close, and every exchange is
- * reported exactly once, in order. */
+ * reported exactly once, in order.
+ * Body hooks are on: every body is inspected (held for a few bytes when its request path or
+ * response status says so), "EVIL" in a piece blocks, "/done" paths end the inspection early;
+ * each body state is ended exactly once and never fed after its end. The one byte string the
+ * inspector may invent, the gateway's "100 Continue" to a held request, is recognised. */
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "http1.h"
 
@@ -27,6 +32,8 @@ struct fuzz {
     struct http1 *h;
     struct stream s[2];
     unsigned next_seq;
+    int bodies;          /* body states alive */
+    bool maybe_continue; /* a held request asked for 100 Continue */
     bool closed, tunnel;
     bool eof[2]; /* like the relay, the harness feeds nothing from a side after its EOF */
     int64_t clock;
@@ -97,12 +104,78 @@ static int64_t now_us(void *arg)
     return ++f->clock;
 }
 
+struct fbody {
+    bool ended;
+    bool done_early;
+    uint64_t seen;
+};
+
+static bool has_header(const struct http1_header *h, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (h[i].name_len == strlen(name) && strncasecmp(h[i].name, name, h[i].name_len) == 0)
+            return true;
+    return false;
+}
+
+static void body_begin(void *arg, const struct http1_body_info *info, struct http1_body_plan *plan)
+{
+    struct fuzz *f = arg;
+    struct fbody *b = calloc(1, sizeof(*b));
+    if (!b)
+        return;
+    f->bodies++;
+    plan->body = b;
+    if (info->req) {
+        plan->hold = strstr(info->req->path, "hold") ? 40 : 0;
+        b->done_early = strstr(info->req->path, "/done") != NULL;
+        if (plan->hold && has_header(info->req->headers, info->req->n_headers, "expect"))
+            f->maybe_continue = true;
+    } else {
+        plan->hold = info->resp->status % 2 ? 0 : 25;
+        b->done_early = strstr(info->resp->req->path, "/done") != NULL;
+    }
+}
+
+static int on_body(void *arg, void *body, const uint8_t *data, size_t len, bool end,
+                   struct http1_block *blk)
+{
+    struct fbody *b = body;
+    CHECK(!b->ended && (len > 0 || end));
+    b->ended = end;
+    b->seen += len;
+    sink += touch((const char *)data, len);
+    if (len >= 4 && memmem(data, len, "EVIL", 4)) {
+        blk->rule = "body-rule";
+        blk->ref = "ref";
+        b->ended = true;
+        return HTTP1_BODY_BLOCK;
+    }
+    if (b->done_early && b->seen > 10) {
+        b->ended = true;
+        return HTTP1_BODY_DONE;
+    }
+    return HTTP1_BODY_MORE;
+}
+
+static void body_end(void *arg, void *body)
+{
+    struct fuzz *f = arg;
+    f->bodies--;
+    free(body);
+}
+
 static const struct http1_hooks hooks = {
     .on_request = on_request,
     .on_response = on_response,
     .on_exchange = on_exchange,
     .now_us = now_us,
+    .body_begin = body_begin,
+    .on_body = on_body,
+    .body_end = body_end,
 };
+
+static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
 
 /* Bytes that came from side `from` are passed on: they must continue its stream exactly. */
 static void emit(struct fuzz *f, int from, const uint8_t *p, size_t n)
@@ -121,6 +194,14 @@ static void drain(struct fuzz *f)
         size_t n;
         while ((n = http1_pending(f->h, (enum http1_side)side, &d)) > 0) {
             size_t piece = n < 13 ? n : 13;
+            struct stream *s = &f->s[side];
+            if (side == HTTP1_SERVER && f->maybe_continue && n >= sizeof(cont) - 1 &&
+                memcmp(d, cont, sizeof(cont) - 1) == 0 &&
+                (s->in_len - s->out_len < sizeof(cont) - 1 ||
+                 memcmp(s->in + s->out_len, cont, sizeof(cont) - 1) != 0)) {
+                http1_pending_consume(f->h, HTTP1_SERVER, sizeof(cont) - 1); /* the gateway's */
+                continue;
+            }
             emit(f, side, d, piece);
             http1_pending_consume(f->h, (enum http1_side)side, piece);
         }
@@ -203,6 +284,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
 out:
     http1_free(f.h);
+    CHECK(f.bodies == 0);
     free(f.s[0].in);
     free(f.s[1].in);
     return 0;

@@ -4,10 +4,21 @@ Fixtures
   sluice_bin       path of the binary (env SLUICE_BIN, default build/sluice); skips when missing
   pki              session PKI (support.PKI): root, other_root, cert(name), key(name)
   origin           factory: origin(cert="good", kind="https", **Origin kwargs) -> Origin
+                   (kinds: https, http, tcp-echo, banner, ws-echo, raw with raw_dir=DIR)
   origin_mod       the same, module-scoped (for origins a module-scoped gateway points at)
   sluice           factory: sluice(*extra_args, **Gateway kwargs) -> Gateway
   sluice_mod       the same, module-scoped: share one gateway per module
   netns_pair       a fresh pair of network namespaces joined by veth (root only)
+  nginx_origin     factory: Debian's nginx as an HTTPS origin (nginx.Nginx), per test:
+                     o = nginx_origin(h2=True, files={"index.html": b"...", "big.bin": 1 << 30})
+                   h2=False: HTTP/1.1 only. files: {path in docroot: bytes | str | int n (n
+                   bytes of support's pattern: support.pattern_sha256(n) is its hash) |
+                   nginx.Sparse(n) (a hole: n zeros, instant)}. cert="good" (a support.PKI
+                   leaf for localhost/127.0.0.1), tls=("TLSv1.2", "TLSv1.3"), extra="nginx
+                   server-block lines", workers=1.
+                   o.port, o.url(path), o.docroot, o.add_files({...}), o.access_log_lines(),
+                   o.access_log() (dicts: proto "HTTP/2.0"|"HTTP/1.1", method, uri, status,
+                   bytes, tls, alpn, sni, conn, ...), o.wait_access_log(pred, n)
 Every process a fixture starts is stopped by its PID at teardown; a gateway's teardown
 asserts exit status 0 and no sanitizer report.
 """
@@ -16,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+import nginx
 import support
 from support import Gateway, NetnsPair, Origin, PKI
 
@@ -45,11 +57,12 @@ def _origin_factory(workdir, pki):
     started = []
 
     def start(cert="good", kind="https", **kw):
-        if kind == "https":
+        if kind in Origin.TLS_KINDS:
             kw.setdefault("cert", pki.cert(cert))
             kw.setdefault("key", pki.key(cert))
         kw.setdefault("hosts", _DEFAULT_HOSTS)
-        o = Origin(workdir, kind=kind, name=kind + "-" + (cert if kind == "https" else ""), **kw)
+        o = Origin(workdir, kind=kind, name=kind + "-" + (cert if kind in Origin.TLS_KINDS
+                                                          else ""), **kw)
         started.append(o)
         return o
 
@@ -147,3 +160,22 @@ def netns_pair():
         yield pair
     finally:
         pair.close()
+
+
+# --- nginx origin (tests/integration/nginx.py) ----------------------------------------------
+
+@pytest.fixture
+def nginx_origin(tmp_path, pki):
+    if not os.access(nginx.NGINX, os.X_OK):
+        pytest.skip("%s not installed (Debian package nginx-light)" % nginx.NGINX)
+    started = []
+
+    def start(h2=True, files=None, cert="good", **kw):
+        o = nginx.Nginx(tmp_path / ("nginx%d" % len(started)), pki.cert(cert), pki.key(cert),
+                        h2=h2, files=files, **kw)
+        started.append(o)
+        return o
+
+    yield start
+    for o in started:
+        o.stop()

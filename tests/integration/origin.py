@@ -11,8 +11,14 @@ HTTP routes (HTTP/1.1, keep-alive, Content-Length always set):
   /echo          POST: the request body back
   /headers       the request headers as text
   /info          JSON: {"alpn", "tls_version", "cipher", "sni", "marker"} of this connection
+  /enc/CODING/NAME, POST /sink   encoded text bodies and an upload sink, for test_body_rules.py
+                 (see the block at the end of this file)
 Modes: --plain (HTTP), --tcp-echo (echo every byte), --banner (server speaks first:
 "220 <marker> banner ready", then "250 echo <line>" per line, "221 bye" on QUIT).
+TLS modes for test_websocket.py and test_http1_framing.py (ALPN http/1.1):
+  --ws-echo      a WebSocket server (Debian's python3-websockets) that echoes every message
+  --raw-dir DIR  reads one request head and answers GET /NAME with the bytes of DIR/NAME as
+                 they are (any head, valid or not), then waits for the client to close
 """
 import argparse
 import json
@@ -104,6 +110,8 @@ class Handler(BaseHTTPRequestHandler):
                 info.update(alpn=c.selected_alpn_protocol(), tls_version=c.version(),
                             cipher=c.cipher()[0])
             self._send(200, json.dumps(info).encode(), "application/json")
+        elif path.startswith("/enc/"):  # body rules: see the block at the end of this file
+            body_rules_get(self, path, q)
         else:
             self._send(404, ("no such path %s\n%s\n" % (path, marker)).encode())
 
@@ -111,6 +119,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         path = urlsplit(self.path).path
+        if path == "/sink":  # body rules: see the block at the end of this file
+            body_rules_sink(self)
+            return
         if path != "/echo":
             self._send(404, b"no such path\n")
             return
@@ -241,6 +252,13 @@ def make_ctx(args):
     return ctx
 
 
+def write_ready(ready_file, port):
+    tmp = ready_file + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump({"port": port}, f)
+    os.rename(tmp, ready_file)
+
+
 def bind_all(args, make):
     """Binds one server per --host on one common port; returns the servers."""
     hosts = args.host or ["127.0.0.1"]
@@ -262,6 +280,208 @@ def bind_all(args, make):
     raise SystemExit("origin: could not bind %s on one port" % hosts)
 
 
+# ---------------------------------------------------------------------------------------
+# WebSocket echo and raw-response modes (test_websocket.py, test_http1_framing.py)
+# ---------------------------------------------------------------------------------------
+
+def serve_ws_echo(args, ready):
+    """A TLS WebSocket server on args' hosts and one port that echoes each message (text as
+    text, binary as binary); messages up to 16 MiB. Runs until SIGTERM."""
+    import asyncio
+    import websockets  # Debian's python3-websockets; imported here: other modes are stdlib only
+
+    ctx = make_ctx(args)
+
+    async def echo(ws):
+        log("websocket %s %s" % (ws.path, ws.request_headers.get("Upgrade")))
+        try:
+            async for msg in ws:
+                await ws.send(msg)
+        except websockets.ConnectionClosed:
+            pass
+
+    async def run():
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        servers, port = [], args.port
+        for h in args.host or ["127.0.0.1"]:
+            srv = await websockets.serve(echo, h, port, ssl=ctx, max_size=16 << 20)
+            port = srv.sockets[0].getsockname()[1]
+            servers.append(srv)
+        ready(port)
+        await stop.wait()
+        for srv in servers:
+            srv.close()
+            await srv.wait_closed()
+
+    asyncio.run(run())
+
+
+class RawResponseHandler(socketserver.BaseRequestHandler):
+    """Reads one request head, logs its request line ("raw request: GET /x HTTP/1.1"),
+    sends the file named by the path's last segment as it is, then reads until the client
+    closes (at most 30 s): the gateway's verdict must come from the bytes, not a close."""
+
+    def handle(self):
+        s = self.request
+        s.settimeout(30)
+        try:
+            s = self.server.ctx.wrap_socket(s, server_side=True)
+        except (ssl.SSLError, OSError) as e:
+            log("TLS handshake from %s failed: %s" % (self.client_address[0], e))
+            return
+        head = b""
+        try:
+            while b"\r\n\r\n" not in head and len(head) < 65536:
+                chunk = s.recv(65536)
+                if not chunk:
+                    return
+                head += chunk
+            line = head.split(b"\r\n", 1)[0]
+            log("raw request: %s" % line.decode(errors="replace"))
+            parts = line.split(b" ")
+            name = os.path.basename(parts[1].decode(errors="replace")) if len(parts) > 1 else ""
+            path = os.path.join(self.server.raw_dir, name)
+            if not name or not os.path.isfile(path):
+                s.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+            else:
+                with open(path, "rb") as f:
+                    s.sendall(f.read())
+            while s.recv(65536):
+                pass
+        except (ssl.SSLError, OSError):
+            pass
+        finally:
+            s.close()
+
+
+class RawResponseServer(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, addr, family, ctx, raw_dir):
+        self.address_family = family
+        self.ctx = ctx
+        self.raw_dir = raw_dir
+        super().__init__(addr, RawResponseHandler)
+
+    def server_bind(self):
+        if self.address_family == socket.AF_INET6:
+            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        super().server_bind()
+
+    def handle_error(self, request, client_address):
+        log("error with %s: %s" % (client_address[0], sys.exc_info()[1]))
+
+# --- end of the WebSocket echo and raw-response modes ------------------------------------
+
+
+# ---------------------------------------------------------------------------------------
+# Body rules (test_body_rules.py): encoded bodies, and a sink for uploads
+#   GET /enc/CODING/NAME?size=N&kw=K&pos=P&ctype=T&chunked=1&delay=D
+#       N bytes of text (BODY_LINE repeated) with K written at offset P (default: none; kwx=HEX
+#       gives K in hex, so that it is not in the URL),
+#       encoded with CODING (identity, gzip, deflate, deflate-raw, br, or a stack such as
+#       "gzip,br", applied in that order) and sent with Content-Encoding, Content-Type T
+#       (default text/html), Content-Length or chunked; X-Body-SHA256: the encoded bytes' hash,
+#       X-Plain-SHA256: the decoded text's. delay: seconds between 16 KiB writes.
+#   POST /sink  reads the body (Content-Length or chunked) and answers its length and SHA-256
+# ---------------------------------------------------------------------------------------
+
+BODY_LINE = b"lorem ipsum dolor sit amet, consectetur adipiscing elit; sed do eiusmod.\n"
+
+
+def body_rules_text(size, kw, pos):
+    text = bytearray((BODY_LINE * (size // len(BODY_LINE) + 1))[:size])
+    if kw:
+        text[pos:pos + len(kw)] = kw
+    return bytes(text[:size])
+
+
+def body_rules_encode(data, coding):
+    import zlib
+    for c in coding.split(","):
+        c = c.strip()
+        if c in ("gzip", "x-gzip"):
+            z = zlib.compressobj(6, zlib.DEFLATED, 16 + 15)
+            data = z.compress(data) + z.flush()
+        elif c == "deflate":
+            data = zlib.compress(data, 6)
+        elif c == "deflate-raw":
+            z = zlib.compressobj(6, zlib.DEFLATED, -15)
+            data = z.compress(data) + z.flush()
+        elif c == "br":
+            import brotli  # Debian's python3-brotli
+            data = brotli.compress(data, quality=5)
+    return data
+
+
+def body_rules_get(h, path, q):
+    import hashlib
+    parts = path.split("/")
+    coding = parts[2] if len(parts) > 2 else "identity"
+    size = int(q.get("size", ["4096"])[0])
+    kw = bytes.fromhex(q["kwx"][0]) if "kwx" in q else q.get("kw", [""])[0].encode()
+    pos = int(q.get("pos", [str(size // 2)])[0])
+    plain = body_rules_text(size, kw, pos)
+    body = body_rules_encode(plain, coding) if coding != "identity" else plain
+    chunked = q.get("chunked", ["0"])[0] == "1"
+    delay = float(q.get("delay", ["0"])[0])
+    h.send_response(200)
+    h.send_header("Content-Type", q.get("ctype", ["text/html"])[0])
+    if coding != "identity":
+        h.send_header("Content-Encoding", coding.replace("deflate-raw", "deflate"))
+    h.send_header("X-Body-SHA256", hashlib.sha256(body).hexdigest())
+    h.send_header("X-Plain-SHA256", hashlib.sha256(plain).hexdigest())
+    if chunked:
+        h.send_header("Transfer-Encoding", "chunked")
+    else:
+        h.send_header("Content-Length", str(len(body)))
+    h.end_headers()
+    if h.command == "HEAD":
+        return
+    for off in range(0, len(body), 16384):
+        piece = body[off:off + 16384]
+        h.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
+        h.wfile.flush()
+        if delay:
+            time.sleep(delay)
+    if chunked:
+        h.wfile.write(b"0\r\n\r\n")
+    h.wfile.flush()
+
+
+def body_rules_sink(h):
+    import hashlib
+    digest, n = hashlib.sha256(), 0
+    if h.headers.get("Transfer-Encoding", "").lower() == "chunked":
+        while True:
+            size = int(h.rfile.readline().split(b";")[0], 16)
+            if size == 0:
+                while h.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass
+                break
+            chunk = h.rfile.read(size)
+            h.rfile.readline()
+            digest.update(chunk)
+            n += len(chunk)
+    else:
+        left = int(h.headers.get("Content-Length") or 0)
+        while left:
+            chunk = h.rfile.read(min(left, 65536))
+            if not chunk:
+                break
+            digest.update(chunk)
+            n += len(chunk)
+            left -= len(chunk)
+    h._send(200, json.dumps({"bytes": n, "sha256": digest.hexdigest()}).encode(),
+            "application/json")
+
+# --- end of the body rules routes ----------------------------------------------------------
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--host", action="append", help="address to listen on (repeatable)")
@@ -276,11 +496,19 @@ def main():
     ap.add_argument("--banner", action="store_true")
     ap.add_argument("--marker", default="ORIGIN-MARKER")
     ap.add_argument("--ready-file", required=True)
+    ap.add_argument("--ws-echo", action="store_true", help="TLS WebSocket echo server")
+    ap.add_argument("--raw-dir", help="TLS server answering GET /NAME with DIR/NAME's bytes")
     args = ap.parse_args()
 
+    if args.ws_echo:
+        serve_ws_echo(args, lambda port: write_ready(args.ready_file, port))
+        return
     if args.tcp_echo or args.banner:
         kind = "tcp-echo" if args.tcp_echo else "banner"
         servers = bind_all(args, lambda a, f: RawServer(a, f, kind, args.marker))
+    elif args.raw_dir:
+        ctx = make_ctx(args)
+        servers = bind_all(args, lambda a, f: RawResponseServer(a, f, ctx, args.raw_dir))
     else:
         ctx = None if args.plain else make_ctx(args)
         servers = bind_all(args, lambda a, f: Server(a, f, ctx, args.marker))
@@ -291,10 +519,7 @@ def main():
     for s in servers:
         threading.Thread(target=s.serve_forever, kwargs={"poll_interval": 0.2},
                          daemon=True).start()
-    tmp = args.ready_file + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump({"port": servers[0].server_address[1]}, f)
-    os.rename(tmp, args.ready_file)
+    write_ready(args.ready_file, servers[0].server_address[1])
     log("listening on %s port %d" % ([s.server_address[0] for s in servers],
                                      servers[0].server_address[1]))
     while not stop.wait(0.5):

@@ -373,11 +373,15 @@ def pem_blocks(text):
 # ---------------------------------------------------------------------------------------
 
 class Origin:
-    """A running origin.py; .port, .marker, .host; .stop() by PID."""
+    """A running origin.py; .port, .marker, .host; .stop() by PID.
+    kind: "https", "http", "tcp-echo", "banner", or the TLS modes "ws-echo" (WebSocket echo)
+    and "raw" (answers GET /NAME with the bytes of raw_dir/NAME, see origin.py)."""
+
+    TLS_KINDS = ("https", "ws-echo", "raw")
 
     def __init__(self, workdir, kind="https", cert=None, key=None, hosts=("127.0.0.1",),
                  port=0, tls_max=None, tls_min=None, alpn="http/1.1", marker=None,
-                 netns=None, name="origin"):
+                 netns=None, name="origin", raw_dir=None):
         import uuid
         self.kind = kind
         self.marker = marker or "ORIGIN-MARKER-" + uuid.uuid4().hex
@@ -393,7 +397,7 @@ class Origin:
                "--marker", self.marker, "--port", str(port)]
         for h in self.hosts:
             cmd += ["--host", h]
-        if kind == "https":
+        if kind in self.TLS_KINDS:
             cmd += ["--cert", str(cert), "--key", str(key)]
             if tls_max:
                 cmd += ["--tls-max", tls_max]
@@ -401,6 +405,10 @@ class Origin:
                 cmd += ["--tls-min", tls_min]
             if alpn:
                 cmd += ["--alpn", alpn]
+            if kind == "ws-echo":
+                cmd += ["--ws-echo"]
+            elif kind == "raw":
+                cmd += ["--raw-dir", str(raw_dir)]
         elif kind == "http":
             cmd += ["--plain"]
         elif kind == "tcp-echo":

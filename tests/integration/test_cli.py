@@ -12,7 +12,8 @@ from support import T, curl, run_sluice
 
 RUN_OPTIONS = ["--config", "--listen", "--mode", "--ca-dir", "--upstream-ca", "--conn-log",
                "--workers", "--connect-timeout", "--handshake-timeout", "--idle-timeout",
-               "--shutdown-timeout", "--first-byte-timeout", "--log-level"]
+               "--shutdown-timeout", "--first-byte-timeout", "--log-level", "--body-inspect-max",
+               "--body-response-hold", "--body-types", "--capture-file"]
 # Options whose help must state a default, and text that default must contain.
 RUN_DEFAULTS = {
     "--listen": r"127\.0\.0\.1:3128",
@@ -25,6 +26,10 @@ RUN_DEFAULTS = {
     "--shutdown-timeout": r"10",
     "--first-byte-timeout": r"1",
     "--log-level": r"info",
+    "--body-inspect-max": r"1MiB",
+    "--body-response-hold": r"64KiB",
+    "--body-types": r"text",
+    "--capture-file": r"off",
 }
 CA_OPTIONS = ["init", "export", "--ca-dir", "--key", "--name", "--force", "--format", "--out"]
 

@@ -93,6 +93,14 @@ policy:
       host: ["forbidden.test"]
       action: block
       how: page
+    - name: plain-reset
+      host: ["plain-reset.test"]
+      action: block
+      how: reset
+    - name: plain-alert
+      host: ["plain-alert.test"]
+      action: block
+      how: alert
 """
 
 
@@ -141,6 +149,25 @@ def test_connect_to_a_blocked_host_gets_the_403_page(blocking_gw):
     assert b"forbidden-host" in data and closed, data[:500]
     rec = blocking_gw.wait_record(lambda r: r.get("dst") == "forbidden.test:443")
     assert rec["action"] == "block" and rec["rule"] == "forbidden-host", rec
+
+
+def test_plain_http_to_a_blocked_host_is_refused(blocking_gw, origin_mod):
+    """Plain http:// through the explicit proxy obeys the connection rules too: the page (an
+    alert has no TLS to ride on, so it becomes the page), or a reset; the origin is never
+    contacted."""
+    o = origin_mod("good", kind="http")
+    for host, rule in (("forbidden.test", "forbidden-host"), ("plain-alert.test", "plain-alert")):
+        r = curl("http://%s:%d/x" % (host, o.port), proxy=blocking_gw.port)
+        assert r.http_code == 403 and rule in r.text and o.marker not in r.text, r
+        rec = blocking_gw.wait_record(lambda x: x.get("dst") == "%s:%d" % (host, o.port))
+        assert rec["action"] == "block" and rec["rule"] == rule, rec
+    r = curl("http://plain-reset.test:%d/x" % o.port, proxy=blocking_gw.port)
+    assert r.rc != 0 and r.http_code == 0, r
+    rec = blocking_gw.wait_record(lambda x: x.get("dst") == "plain-reset.test:%d" % o.port)
+    assert rec["action"] == "block" and rec["rule"] == "plain-reset", rec
+    ok = curl("http://127.0.0.1:%d/" % o.port, proxy=blocking_gw.port)
+    assert ok.http_code == 200 and o.marker in ok.text, ok
+    assert "/x" not in o.log_text()
 
 
 RELOAD_BEFORE = """
@@ -259,6 +286,36 @@ def test_client_rejecting_the_forged_certificate_is_passed_through(sluice, origi
     last = recs[-1]
     assert last["action"] == "passthrough" and last["rule"] == "pinning_suspected", last
     assert gw.stderr_text().count("pinning_suspected") == 1, gw.stderr_text()
+    assert "client 127.0.0.1 refused" in gw.stderr_text(), gw.stderr_text()
+    # Another client address is still intercepted: one client's refusals do not switch
+    # inspection off for everyone.
+    other = other_client_fetch(gw, o)
+    assert o.marker in other, other[-2000:]
+    rec = gw.wait_record(lambda r: r["client"].startswith("127.0.0.2:"))
+    assert rec["action"] == "intercept" and rec["rule"] is None, rec
+
+
+def other_client_fetch(gw, o):
+    """A request from source address 127.0.0.2 through the explicit proxy; returns the reply."""
+    raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    raw.settimeout(T(10))
+    raw.bind(("127.0.0.2", 0))
+    raw.connect(("127.0.0.1", gw.port))
+    raw.sendall(b"CONNECT localhost:%d HTTP/1.1\r\nHost: localhost\r\n\r\n" % o.port)
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += raw.recv(1)
+    ctx = ssl.create_default_context(cafile=str(gw.ca_pem))
+    s = ctx.wrap_socket(raw, server_hostname="localhost")
+    s.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    return data.decode(errors="replace")
 
 
 HTTP_RULES = """
@@ -375,11 +432,42 @@ def test_http_response_rule_replaces_the_response_with_the_block_page(sluice, or
     assert len(r.body) < 5000 and next(support.pattern_chunks(64))[:32] not in r.body, r
 
 
-def test_h2_clients_get_http11_while_http_is_inspected(http_gw, origin_mod):
-    """HTTP/2 is not inspected yet: with HTTP rules in force, an h2 client must not get a
-    channel the rules cannot see. It gets HTTP/1.1, and the rules apply."""
-    o = origin_mod("good", alpn="h2,http/1.1")
-    r = curl(o.url("/admin/x"), "--http2", proxy=http_gw.port, cacert=http_gw.ca_pem)
-    assert r.http_code == 403 and "no-admin" in r.text, r
-    rec = http_gw.wait_record(lambda x: x.get("dst") == "127.0.0.1:%d" % o.port)
-    assert rec["alpn"] == "http/1.1", rec
+HEADER_RESPONSE_RULES = """
+policy:
+  default: intercept
+  http:
+    - name: exempt-by-header
+      header: {name: X-Exempt, value: "yes"}
+      action: allow
+    - name: no-binaries-for-flagged
+      header: {name: X-Flagged}
+      content_type: ["application/octet-stream"]
+      action: block
+    - name: no-binaries
+      path: ["/bytes/"]
+      content_type: ["application/octet-stream"]
+      action: block
+"""
+
+
+@pytest.mark.parametrize("version", ["--http1.1", "--http2"])
+def test_response_rules_see_the_request_headers(sluice, origin, nginx_origin, tmp_path, version):
+    """A rule's header keys are judged on the request even when the rule is decided at the
+    response: an allow exception by header holds against a later response rule, and a
+    response rule with a header key matches only requests that carry it."""
+    gw = sluice("--config", write_config(tmp_path / "hdr.yaml", HEADER_RESPONSE_RULES))
+    o = nginx_origin(h2=True, files={"bytes/5000": 5000, "other.bin": 5000})
+
+    def get(path, *headers):
+        args = [version]
+        for h in headers:
+            args += ["-H", h]
+        return curl(o.url(path), *args, proxy=gw.port, cacert=gw.ca_pem)
+
+    assert get("/bytes/5000").http_code == 403
+    exempt = get("/bytes/5000", "X-Exempt: yes")
+    assert exempt.http_code == 200 and len(exempt.body) == 5000, exempt
+    assert get("/other.bin").http_code == 200
+    flagged = get("/other.bin", "X-Flagged: 1")
+    assert flagged.http_code == 403 and "no-binaries-for-flagged" in flagged.text, flagged
+

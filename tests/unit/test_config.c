@@ -17,8 +17,10 @@
 
 #define KNOWN_KEYS                                                                                 \
     "listen, mode, ca_dir, upstream_ca, conn_log, request_log, keylog, request_log_drop_query, "   \
-    "workers, connect_timeout, handshake_timeout, idle_timeout, shutdown_timeout, "                \
-    "first_byte_timeout, leaf_key, cert_cache_size, log_level"
+    "request_log_headers, request_log_redact, workers, connect_timeout, handshake_timeout, "       \
+    "idle_timeout, shutdown_timeout, "                                                             \
+    "first_byte_timeout, leaf_key, cert_cache_size, log_level, body_inspect_max, "                 \
+    "body_response_hold, body_types, capture_file"
 
 static int setup(void **state)
 {
@@ -714,6 +716,55 @@ static void test_reload_and_free(void **state)
     config_free(cfg);
 }
 
+/* Body rule settings: sizes, their bounds and defaults, and a capture rule without a file. */
+static void test_body_settings(void **state)
+{
+    struct config *cfg = *state;
+    char err[512];
+    assert_int_equal(cfg->body_inspect_max, 1u << 20);
+    assert_int_equal(cfg->body_response_hold, 64u << 10);
+    assert_false(cfg->body_types_all);
+    assert_null(cfg->capture_file);
+    assert_int_equal(config_set(cfg, "body_inspect_max", "256KiB", err, sizeof(err)), 0);
+    assert_int_equal(cfg->body_inspect_max, 256u << 10);
+    assert_int_equal(config_set(cfg, "body_inspect_max", "2m", err, sizeof(err)), 0);
+    assert_int_equal(cfg->body_inspect_max, 2u << 20);
+    assert_int_equal(config_set(cfg, "body_response_hold", "0", err, sizeof(err)), 0);
+    assert_int_equal(cfg->body_response_hold, 0);
+    assert_int_equal(config_set(cfg, "body_types", "all", err, sizeof(err)), 0);
+    assert_true(cfg->body_types_all);
+    assert_set_error("body_inspect_max", "100",
+                     "body_inspect_max: expected a size 1KiB..64MiB such as 1MiB, 256KiB or "
+                     "65536, got '100'");
+    assert_set_error("body_inspect_max", "65MiB",
+                     "body_inspect_max: expected a size 1KiB..64MiB such as 1MiB, 256KiB or "
+                     "65536, got '65MiB'");
+    assert_set_error("body_response_hold", "1GB",
+                     "body_response_hold: expected a size 0..64MiB such as 1MiB, 256KiB or "
+                     "65536, got '1GB'");
+    assert_set_error("body_types", "binary", "body_types: expected text or all, got 'binary'");
+    assert_int_equal(config_set(cfg, "body_response_hold", "4MiB", err, sizeof(err)), 0);
+    assert_int_equal(config_finish(cfg, err, sizeof(err)), -1);
+    assert_string_equal(err, "body_response_hold (4194304 bytes) is larger than body_inspect_max "
+                             "(2097152 bytes)");
+}
+
+static void test_capture_needs_a_capture_file(void **state)
+{
+    static const char yaml[] = "policy:\n  http:\n    - name: dlp\n      body: secret\n"
+                               "      capture: 4\n      action: block\n";
+    struct config cfg;
+    char err[512];
+    assert_int_equal(config_init_defaults(&cfg), 0);
+    assert_int_equal(load_text(&cfg, yaml, err, sizeof(err)), 0);
+    assert_int_equal(config_finish(&cfg, err, sizeof(err)), -1);
+    assert_string_equal(err, "sluice.yaml:5: http rule 'dlp': capture: needs a capture file "
+                             "(capture_file: FILE, or --capture-file FILE)");
+    assert_int_equal(config_set(&cfg, "capture_file", "/tmp/c.jsonl", err, sizeof(err)), 0);
+    assert_int_equal(config_finish(&cfg, err, sizeof(err)), 0);
+    config_free(&cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -741,6 +792,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_load_invalid_utf8_does_not_hang, setup, teardown),
         cmocka_unit_test_setup_teardown(test_load_file_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reload_and_free, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_body_settings, setup, teardown),
+        cmocka_unit_test(test_capture_needs_a_capture_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

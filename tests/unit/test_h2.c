@@ -90,6 +90,13 @@ struct world {
     size_t mem_max;  /* largest h2_bridge_memory seen between steps */
     double bridge_s; /* time spent inside h2_bridge_* calls */
     int last_rv;
+    /* body hooks (world_new_body) */
+    const char *body_kw; /* on_body blocks when the body holds it */
+    unsigned body_sides; /* 1: request bodies, 2: response bodies */
+    uint64_t body_hold;
+    int n_body_begin, n_body_end;
+    uint64_t body_seen[2]; /* bytes delivered, request and response bodies */
+    uint64_t body_max_hold;
 };
 
 /* --- helpers --------------------------------------------------------------------------- */
@@ -440,6 +447,73 @@ static const struct h2_hooks hooks = {
     .now_us = h_now,
 };
 
+/* A body being inspected: a tail kept so that a keyword split between DATA frames is found. */
+struct tbody {
+    bool response;
+    char tail[64];
+    size_t tail_len;
+};
+
+static void h_body_begin(void *arg, const struct h2_body_info *info, struct h2_body_plan *plan)
+{
+    struct world *w = arg;
+    assert_true(info->response == (info->resp != NULL));
+    assert_true(info->response == (info->req == NULL));
+    assert_null(plan->body);
+    w->body_max_hold = info->max_hold;
+    if (!(w->body_sides & (info->response ? 2u : 1u)))
+        return;
+    struct tbody *t = calloc(1, sizeof(*t));
+    t->response = info->response;
+    plan->body = t;
+    plan->hold = w->body_hold;
+    w->n_body_begin++;
+}
+
+static int h_on_body(void *arg, void *body, const uint8_t *data, size_t len, bool end,
+                     struct h2_block *blk)
+{
+    struct world *w = arg;
+    struct tbody *t = body;
+    assert_true(len > 0 || end);
+    w->body_seen[t->response] += len;
+    uint8_t *all = malloc(t->tail_len + len + 1);
+    memcpy(all, t->tail, t->tail_len);
+    if (len)
+        memcpy(all + t->tail_len, data, len);
+    size_t n = t->tail_len + len;
+    bool hit = w->body_kw && memmem(all, n, w->body_kw, strlen(w->body_kw));
+    size_t keep = n < sizeof(t->tail) ? n : sizeof(t->tail);
+    memcpy(t->tail, all + n - keep, keep);
+    t->tail_len = keep;
+    free(all);
+    if (hit) {
+        blk->rule = "body-rule";
+        blk->ref = "ref-body";
+        return H2_BODY_BLOCK;
+    }
+    return H2_BODY_MORE;
+}
+
+static void h_body_end(void *arg, void *body)
+{
+    struct world *w = arg;
+    w->n_body_end++;
+    free(body);
+}
+
+static const struct h2_hooks body_hooks = {
+    .on_request = h_request,
+    .on_response = h_response,
+    .on_exchange = h_exchange,
+    .now_us = h_now,
+    .body_begin = h_body_begin,
+    .on_body = h_on_body,
+    .body_end = h_body_end,
+};
+
+static const struct h2_hooks *next_hooks; /* for the next world_new; NULL: hooks */
+
 /* --- the world ---------------------------------------------------------------------------- */
 
 /* Origin settings for the next world_new. */
@@ -458,7 +532,8 @@ static struct world *world_new(const struct h2_config *cfg, uint32_t browser_win
     w->origin_manual = next_origin.manual;
     w->origin_consume_step = next_origin.consume_step;
     w->origin_max_streams = next_origin.max_streams;
-    w->b = h2_bridge_new(&hooks, w, cfg);
+    w->b = h2_bridge_new(next_hooks ? next_hooks : &hooks, w, cfg);
+    next_hooks = NULL;
     assert_non_null(w->b);
     peer_init(w, &w->browser, true, browser_window);
     peer_init(w, &w->origin, false, next_origin.window ? next_origin.window : 1 << 20);
@@ -469,6 +544,7 @@ static struct world *world_new(const struct h2_config *cfg, uint32_t browser_win
 static void world_free(struct world *w)
 {
     h2_bridge_free(w->b);
+    assert_int_equal(w->n_body_begin, w->n_body_end);
     nghttp2_session_del(w->browser.s);
     nghttp2_session_del(w->origin.s);
     free(w->c2b.p);
@@ -1399,6 +1475,223 @@ static void test_regression_status_053(void **state)
     world_free(w);
 }
 
+/* --- body inspection ---------------------------------------------------------------------- */
+
+static struct world *world_new_body(unsigned sides, uint64_t hold, const char *kw)
+{
+    next_hooks = &body_hooks;
+    struct world *w = world_new(NULL, 1 << 20, false);
+    w->body_sides = sides;
+    w->body_hold = hold;
+    w->body_kw = kw;
+    return w;
+}
+
+static uint8_t *pattern_body(size_t n, size_t kw_at, const char *kw)
+{
+    uint8_t *b = malloc(n);
+    for (size_t i = 0; i < n; i++)
+        b[i] = (uint8_t)('a' + pat(i) % 20);
+    if (kw)
+        memcpy(b + kw_at, kw, strlen(kw));
+    return b;
+}
+
+/* A match in a held request body: the upstream never sees the request, the client gets the
+ * page, the window the held bytes took is given back. */
+static void test_body_request_blocked_while_held(void **state)
+{
+    (void)state;
+    struct world *w = world_new_body(1, 1 << 20, "EXFIL");
+    pump(w);
+    size_t base = h2_bridge_memory(w->b);
+    size_t n = 300000;
+    uint8_t *body = pattern_body(n, 250000, "EXFIL");
+    int32_t id = request(w, "POST", "/echo", body, n, false);
+    int32_t ok = request(w, "GET", "/hello", NULL, 0, false);
+    pump(w);
+    struct rec *r = got(w, id);
+    assert_int_equal(r->status, 403);
+    assert_non_null(memmem(r->body, r->kept, "body-rule", 9));
+    assert_int_equal(w->origin.requests, 1); /* /hello only */
+    assert_string_equal(rec_of(&w->origin, 1)->path, "/hello");
+    assert_int_equal(got(w, ok)->kept, 11);
+    const struct xcopy *x = exchange_for(w, id);
+    assert_int_equal(x->end, H2_END_BLOCKED);
+    assert_int_equal(x->status, 403);
+    assert_string_equal(x->rule, "body-rule");
+    assert_string_equal(x->ref, "ref-body");
+    assert_string_equal(x->error, "request body blocked by policy");
+    assert_int_equal(w->body_max_hold, 1 << 20);
+    /* the connection still carries traffic: its window was given back */
+    int32_t again = request(w, "POST", "/echo", body, 200000, false);
+    pump(w);
+    assert_int_equal(got(w, again)->status, 200);
+    assert_int_equal(rec_of(&w->origin, 3)->total, 200000); /* (the origin echoes 64 KiB) */
+    assert_back_to(w, base);
+    free(body);
+    world_free(w);
+}
+
+/* Held requests reach the upstream intact, with trailers; several held at once do not stall
+ * one another (the held bytes are given back to the connection window at once). */
+static void test_body_request_held_then_sent(void **state)
+{
+    (void)state;
+    struct world *w = world_new_body(1, 1 << 20, "NEVER");
+    size_t n = 1536 * 1024;
+    uint8_t *body = pattern_body(n, 0, NULL);
+    int32_t ids[3];
+    for (int i = 0; i < 3; i++)
+        ids[i] = request(w, "PUT", "/echo", body, n, i == 1);
+    int32_t small = request(w, "POST", "/trailers", body, 5000, true);
+    pump(w);
+    for (int i = 0; i < 3; i++) {
+        struct rec *r = got(w, ids[i]);
+        assert_true(r->end);
+        assert_int_equal(r->status, 200);
+        assert_int_equal(exchange_for(w, ids[i])->end, H2_END_COMPLETE);
+        assert_int_equal(exchange_for(w, ids[i])->req_bytes, n);
+    }
+    /* upstream ids follow the order the holds ended in */
+    int echoes = 0, trailers = 0;
+    for (int i = 0; i < MAXS; i++) {
+        struct rec *o = &w->origin.r[i];
+        if (!o->used || !o->path[0])
+            continue;
+        assert_true(o->end);
+        assert_memory_equal(o->body, body, !strcmp(o->path, "/echo") ? KEEP : 5000);
+        assert_int_equal(o->total, !strcmp(o->path, "/echo") ? n : 5000);
+        echoes += !strcmp(o->path, "/echo");
+        trailers += !strcmp(o->trailer, "x-checksum=abc123");
+    }
+    assert_int_equal(echoes, 3);
+    assert_int_equal(trailers, 2);
+    assert_int_equal(got(w, small)->total, 5000);
+    assert_string_equal(got(w, small)->trailer, "x-checksum=abc123");
+    assert_int_equal(w->body_seen[0], 3 * n + 5000);
+    assert_int_equal(w->browser.rst_sent_proto + w->origin.rst_sent_proto, 0);
+    free(body);
+    world_free(w);
+}
+
+/* A held request that waits for 100 Continue gets one from the gateway. */
+static void test_body_request_expect_continue(void **state)
+{
+    (void)state;
+    struct world *w = world_new_body(1, 1 << 20, "NEVER");
+    nghttp2_nv nva[] = {NV(":method", "POST"), NV(":scheme", "https"),
+                        NV(":authority", "example.org"), NV(":path", "/echo"),
+                        NV("expect", "100-continue")};
+    int32_t id = nghttp2_submit_headers(w->browser.s, 0, -1, NULL, nva, 5, NULL);
+    assert_true(id > 0);
+    pump(w);
+    assert_int_equal(got(w, id)->status, 100);
+    assert_int_equal(w->origin.requests, 0);
+    static const uint8_t data[] = "payload";
+    struct rec src = {.src = data, .out_len = 7};
+    nghttp2_data_provider dp = {.source.ptr = &src, .read_callback = p_read};
+    assert_int_equal(nghttp2_submit_data(w->browser.s, NGHTTP2_FLAG_END_STREAM, id, &dp), 0);
+    pump(w);
+    assert_int_equal(w->origin.requests, 1);
+    assert_int_equal(got(w, id)->status, 200);
+    assert_memory_equal(got(w, id)->body, "payload", 7);
+    world_free(w);
+}
+
+/* A match in a held response: the page instead, the upstream's stream cancelled. */
+static void test_body_response_blocked_while_held(void **state)
+{
+    (void)state;
+    struct world *w = world_new_body(2, 65536, "SECRET");
+    size_t n = 40000;
+    uint8_t *body = pattern_body(n, 30000, "SECRET");
+    int32_t id = request(w, "POST", "/echo", body, n, false);
+    pump(w);
+    struct rec *r = got(w, id);
+    assert_int_equal(r->status, 403);
+    assert_null(memmem(r->body, r->kept, "SECRET", 6));
+    struct rec *o = rec_of(&w->origin, 1);
+    assert_true(o->closed);
+    const struct xcopy *x = exchange_for(w, id);
+    assert_int_equal(x->end, H2_END_BLOCKED);
+    assert_int_equal(x->status, 403);
+    assert_int_equal(x->upstream_status, 200);
+    assert_string_equal(x->rule, "body-rule");
+    free(body);
+    world_free(w);
+}
+
+/* Past the response hold, a match resets the client's stream after its head went out. */
+static void test_body_response_blocked_after_head(void **state)
+{
+    (void)state;
+    struct world *w = world_new_body(2, 1000, "SECRET");
+    size_t n = 60000; /* the origin echoes up to 64 KiB */
+    uint8_t *body = pattern_body(n, 50000, "SECRET");
+    int32_t id = request(w, "POST", "/echo", body, n, false);
+    pump(w);
+    struct rec *r = got(w, id);
+    assert_int_equal(r->status, 200);
+    assert_true(r->rst_in);
+    assert_int_equal(r->close_code, NGHTTP2_INTERNAL_ERROR);
+    assert_true(r->total < 50000 + 6);
+    assert_true(rec_of(&w->origin, 1)->closed);
+    const struct xcopy *x = exchange_for(w, id);
+    assert_int_equal(x->end, H2_END_BLOCKED);
+    assert_int_equal(x->status, 200);
+    assert_string_equal(x->rule, "body-rule");
+    assert_string_equal(x->error, "response body blocked by policy after part of it was sent");
+    free(body);
+    world_free(w);
+}
+
+/* Inspected responses pass intact, held or streamed, big or small, with trailers. */
+static void test_body_response_passes(void **state)
+{
+    (void)state;
+    uint64_t holds[] = {0, 1000, 65536, 1 << 20};
+    for (size_t k = 0; k < 4; k++) {
+        struct world *w = world_new_body(3, holds[k], "NEVER");
+        int32_t a = request(w, "GET", "/big/3000000", NULL, 0, false);
+        int32_t b = request(w, "GET", "/hello", NULL, 0, false);
+        uint8_t *body = pattern_body(60000, 0, NULL);
+        int32_t c = request(w, "POST", "/trailers", body, 60000, true);
+        pump(w);
+        assert_int_equal(got(w, a)->total, 3000000);
+        assert_false(got(w, a)->pattern_bad);
+        assert_int_equal(got(w, b)->kept, 11);
+        assert_int_equal(got(w, c)->total, 60000);
+        assert_memory_equal(got(w, c)->body, body, 60000);
+        assert_string_equal(got(w, c)->trailer, "x-checksum=abc123");
+        assert_int_equal(w->body_seen[1], 3000000 + 11 + 60000);
+        for (int i = 0; i < w->n_x; i++)
+            assert_int_equal(w->x[i].end, H2_END_COMPLETE);
+        free(body);
+        world_free(w);
+    }
+}
+
+/* The client leaves while its request is held: nothing reaches the upstream, nothing leaks. */
+static void test_body_client_resets_held_request(void **state)
+{
+    (void)state;
+    struct world *w = world_new_body(1, 1 << 20, "NEVER");
+    pump(w);
+    size_t base = h2_bridge_memory(w->b);
+    uint8_t *body = pattern_body(100000, 0, NULL);
+    int32_t id = request(w, "POST", "/echo", body, 100000, false);
+    for (int i = 0; i < 3; i++)
+        step(w);
+    assert_int_equal(nghttp2_submit_rst_stream(w->browser.s, 0, id, NGHTTP2_CANCEL), 0);
+    pump(w);
+    assert_int_equal(w->origin.requests, 0);
+    assert_int_equal(exchange_for(w, id)->end, H2_END_RESET_BY_CLIENT);
+    assert_back_to(w, base);
+    free(body);
+    world_free(w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1435,6 +1728,13 @@ int main(void)
         cmocka_unit_test(test_request_trailers_too_large),
         cmocka_unit_test(test_block_page_hook),
         cmocka_unit_test(test_regression_status_053),
+        cmocka_unit_test(test_body_request_blocked_while_held),
+        cmocka_unit_test(test_body_request_held_then_sent),
+        cmocka_unit_test(test_body_request_expect_continue),
+        cmocka_unit_test(test_body_response_blocked_while_held),
+        cmocka_unit_test(test_body_response_blocked_after_head),
+        cmocka_unit_test(test_body_response_passes),
+        cmocka_unit_test(test_body_client_resets_held_request),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

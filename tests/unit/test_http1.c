@@ -55,6 +55,24 @@ struct sim {
     int n_x;
     struct xcopy x[MAX_X];
     int64_t clock;
+    /* body hooks (enabled by sim_body) */
+    const char *body_keyword; /* on_body blocks once the body so far contains it */
+    unsigned body_sides;      /* 1 << side: bodies offered are inspected */
+    uint64_t body_hold;       /* plan.hold */
+    uint64_t body_done_after; /* on_body says DONE past this many bytes; 0: never */
+    bool body_match_at_end;   /* the keyword blocks only when the body ends (like `$`) */
+    int n_body_begin, n_body_end, n_body_calls;
+    char body_got[2][4096]; /* the payload each side's last inspected body delivered */
+    size_t body_got_len[2];
+    bool body_got_end[2];
+};
+
+struct tbody {
+    struct sim *m;
+    enum http1_side side;
+    size_t len;
+    bool end;
+    char buf[4096];
 };
 
 static void sink_add(struct sink *s, const void *p, size_t n)
@@ -133,6 +151,60 @@ static int64_t now_us(void *arg)
     return m->clock += 1000;
 }
 
+static void body_begin(void *arg, const struct http1_body_info *info, struct http1_body_plan *plan)
+{
+    struct sim *m = arg;
+    assert_true((info->side == HTTP1_CLIENT) == (info->req != NULL));
+    assert_true((info->side == HTTP1_SERVER) == (info->resp != NULL));
+    assert_int_equal(plan->hold, 0);
+    assert_null(plan->body);
+    if (!(m->body_sides & (1u << info->side)))
+        return;
+    struct tbody *b = calloc(1, sizeof(*b));
+    b->m = m;
+    b->side = info->side;
+    m->n_body_begin++;
+    plan->body = b;
+    plan->hold = m->body_hold;
+}
+
+static int on_body(void *arg, void *body, const uint8_t *data, size_t len, bool end,
+                   struct http1_block *blk)
+{
+    struct sim *m = arg;
+    struct tbody *b = body;
+    assert_ptr_equal(b->m, m);
+    assert_false(b->end);
+    assert_true(len > 0 || end);
+    m->n_body_calls++;
+    assert_true(b->len + len < sizeof(b->buf));
+    if (len)
+        memcpy(b->buf + b->len, data, len);
+    b->len += len;
+    b->buf[b->len] = '\0';
+    b->end = end;
+    if (m->body_keyword && (end || !m->body_match_at_end) &&
+        memmem(b->buf, b->len, m->body_keyword, strlen(m->body_keyword))) {
+        blk->rule = "body-rule";
+        blk->ref = "ref-body";
+        return HTTP1_BODY_BLOCK;
+    }
+    if (m->body_done_after && b->len >= m->body_done_after)
+        return HTTP1_BODY_DONE;
+    return HTTP1_BODY_MORE;
+}
+
+static void body_end(void *arg, void *body)
+{
+    struct sim *m = arg;
+    struct tbody *b = body;
+    m->n_body_end++;
+    memcpy(m->body_got[b->side], b->buf, b->len);
+    m->body_got_len[b->side] = b->len;
+    m->body_got_end[b->side] = b->end;
+    free(b);
+}
+
 static struct sim *sim_new(void)
 {
     struct sim *m = calloc(1, sizeof(*m));
@@ -151,6 +223,7 @@ static struct sim *sim_new(void)
 static void sim_free(struct sim *m)
 {
     http1_free(m->h);
+    assert_int_equal(m->n_body_begin, m->n_body_end);
     free(m->up.p);
     free(m->down.p);
     free(m);
@@ -1238,6 +1311,338 @@ static void test_client_eof_while_stalled_drops_held_bytes(void **state)
     sim_free(m);
 }
 
+/* ---- body inspection ------------------------------------------------------------------------ */
+
+static void sim_body(struct sim *m, unsigned sides, uint64_t hold, const char *keyword)
+{
+    m->hooks.body_begin = body_begin;
+    m->hooks.on_body = on_body;
+    m->hooks.body_end = body_end;
+    m->body_sides = sides;
+    m->body_hold = hold;
+    m->body_keyword = keyword;
+}
+
+#define SIDE_C (1u << HTTP1_CLIENT)
+#define SIDE_S (1u << HTTP1_SERVER)
+
+static const char *POST_CL = "POST /up HTTP/1.1\r\nHost: example.org\r\nContent-Length: 20\r\n\r\n"
+                             "0123456789abcdefghij";
+static const char *POST_CHUNKED = "POST /up HTTP/1.1\r\nHost: example.org\r\n"
+                                  "Transfer-Encoding: chunked\r\n\r\n"
+                                  "a;ext=1\r\n0123456789\r\n7\r\nabcdefg\r\n3\r\nhij\r\n0\r\n"
+                                  "X-T: 1\r\n\r\n";
+
+/* A held request reaches the server only whole, byte-exact, after its body was inspected. */
+static void test_body_request_held_until_inspected(void **state)
+{
+    const char *reqs[] = {POST_CL, POST_CHUNKED};
+    for (size_t r = 0; r < 2; r++) {
+        size_t n = strlen(reqs[r]);
+        for (size_t k = 1; k < n; k++) {
+            struct sim *m = sim_new();
+            sim_body(m, SIDE_C, 1 << 20, "never");
+            assert_int_equal(feed_n(m, HTTP1_CLIENT, reqs[r], k), HTTP1_FORWARD);
+            assert_int_equal(m->up.len, 0); /* nothing until the body was inspected */
+            assert_int_equal(feed_n(m, HTTP1_CLIENT, reqs[r] + k, n - k), HTTP1_FORWARD);
+            ASSERT_SINK(&m->up, reqs[r]);
+            assert_int_equal(m->body_got_len[HTTP1_CLIENT], 20);
+            assert_memory_equal(m->body_got[HTTP1_CLIENT], "0123456789abcdefghij", 20);
+            assert_true(m->body_got_end[HTTP1_CLIENT]);
+            assert_int_equal(server(m, RESP_B), HTTP1_FORWARD);
+            assert_int_equal(m->x[0].end, HTTP1_END_COMPLETE);
+            sim_free(m);
+        }
+    }
+}
+
+/* A match in a held request body: the server sees nothing of it, the client gets the 403
+ * page, the exchange names the rule; wherever the body is split. */
+static void test_body_request_match_never_forwarded(void **state)
+{
+    const char *reqs[] = {POST_CL, POST_CHUNKED};
+    for (size_t r = 0; r < 2; r++) {
+        size_t n = strlen(reqs[r]);
+        for (size_t k = 1; k < n; k++) {
+            struct sim *m = sim_new();
+            sim_body(m, SIDE_C, 1 << 20, "9abc");
+            feed_n(m, HTTP1_CLIENT, reqs[r], k);
+            if (m->last == HTTP1_FORWARD)
+                feed_n(m, HTTP1_CLIENT, reqs[r] + k, n - k);
+            assert_int_equal(m->last, HTTP1_REPLY_AND_CLOSE);
+            assert_int_equal(m->up.len, 0);
+            assert_memory_equal(m->down.p, "HTTP/1.1 403 Forbidden\r\n", 24);
+            assert_true(sink_has(&m->down, "body-rule"));
+            sim_free(m);
+        }
+    }
+    struct sim *m = sim_new();
+    sim_body(m, SIDE_C, 1 << 20, "9abc");
+    client(m, POST_CHUNKED);
+    http1_free(m->h);
+    m->h = NULL;
+    assert_int_equal(m->n_x, 1);
+    assert_int_equal(m->x[0].end, HTTP1_END_BLOCKED);
+    assert_int_equal(m->x[0].status, 403);
+    assert_string_equal(m->x[0].rule, "body-rule");
+    assert_string_equal(m->x[0].ref, "ref-body");
+    m->h = http1_new(&m->hooks, m);
+    sim_free(m);
+}
+
+/* Past the hold, the request goes on as it comes; a later match cuts the connection without
+ * sending the piece that matched. */
+static void test_body_request_match_after_hold_cuts(void **state)
+{
+    struct sim *m = sim_new();
+    sim_body(m, SIDE_C, 5, "hij");
+    const char *head = "POST /up HTTP/1.1\r\nHost: example.org\r\nContent-Length: 20\r\n\r\n";
+    assert_int_equal(client(m, head), HTTP1_FORWARD);
+    assert_int_equal(m->up.len, 0);
+    assert_int_equal(client(m, "0123"), HTTP1_FORWARD);
+    assert_int_equal(m->up.len, 0);
+    assert_int_equal(client(m, "456789"), HTTP1_FORWARD); /* 10 >= 5: released */
+    char want[256];
+    snprintf(want, sizeof(want), "%s0123456789", head);
+    ASSERT_SINK(&m->up, want);
+    assert_int_equal(client(m, "abcdefg"), HTTP1_FORWARD);
+    assert_int_equal(client(m, "hij"), HTTP1_REPLY_AND_CLOSE);
+    snprintf(want, sizeof(want), "%s0123456789abcdefg", head);
+    ASSERT_SINK(&m->up, want);
+    const uint8_t *d;
+    size_t n;
+    http1_reply(m->h, &d, &n);
+    assert_int_equal(n, 0);
+    http1_free(m->h);
+    m->h = http1_new(&m->hooks, m);
+    assert_int_equal(m->n_x, 1);
+    assert_int_equal(m->x[0].end, HTTP1_END_BLOCKED);
+    assert_string_equal(m->x[0].rule, "body-rule");
+    sim_free(m);
+}
+
+/* A held request that waits for 100 Continue gets one from the gateway. */
+static void test_body_expect_continue_answered_while_held(void **state)
+{
+    struct sim *m = sim_new();
+    sim_body(m, SIDE_C, 1 << 20, "never");
+    const char *head = "POST /up HTTP/1.1\r\nHost: example.org\r\nExpect: 100-continue\r\n"
+                       "Content-Length: 4\r\n\r\n";
+    assert_int_equal(client(m, head), HTTP1_FORWARD);
+    ASSERT_SINK(&m->down, "HTTP/1.1 100 Continue\r\n\r\n");
+    assert_int_equal(m->up.len, 0);
+    client(m, "data");
+    char want[256];
+    snprintf(want, sizeof(want), "%sdata", head);
+    ASSERT_SINK(&m->up, want);
+    server(m, "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    ASSERT_SINK(&m->down, "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 100 Continue\r\n\r\n"
+                          "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    assert_int_equal(m->x[0].end, HTTP1_END_COMPLETE);
+    sim_free(m);
+}
+
+/* A blocked body behind a pipelined request is answered after that request's response. */
+static void test_body_block_in_pipeline_waits(void **state)
+{
+    struct sim *m = sim_new();
+    sim_body(m, SIDE_C, 1 << 20, "abc");
+    char both[512];
+    snprintf(both, sizeof(both), "%s%s", REQ_A, POST_CL);
+    assert_int_equal(client(m, both), HTTP1_FORWARD);
+    ASSERT_SINK(&m->up, REQ_A);
+    assert_int_equal(server(m, RESP_A), HTTP1_REPLY_AND_CLOSE);
+    assert_memory_equal(m->down.p, RESP_A, strlen(RESP_A));
+    assert_true(sink_has(&m->down, "403 Forbidden"));
+    ASSERT_SINK(&m->up, REQ_A);
+    sim_free(m);
+}
+
+static const char *RESP_TXT = "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n"
+                              "Transfer-Encoding: chunked\r\n\r\n"
+                              "5\r\n<html\r\n6\r\n>SECRE\r\n5\r\nT</ht\r\n2\r\nml\r\n0\r\n\r\n";
+
+/* A held response with a match: the client gets the page, never the response head. */
+static void test_body_response_match_while_held_gets_page(void **state)
+{
+    size_t n = strlen(RESP_TXT);
+    for (size_t k = 1; k < n; k++) {
+        struct sim *m = sim_new();
+        sim_body(m, SIDE_S, 65536, "SECRET");
+        client(m, REQ_A);
+        feed_n(m, HTTP1_SERVER, RESP_TXT, k);
+        if (m->last == HTTP1_FORWARD)
+            feed_n(m, HTTP1_SERVER, RESP_TXT + k, n - k);
+        assert_int_equal(m->last, HTTP1_REPLY_AND_CLOSE);
+        assert_memory_equal(m->down.p, "HTTP/1.1 403 Forbidden\r\n", 24);
+        assert_false(sink_has(&m->down, "200 OK"));
+        assert_int_equal(m->n_x, 1);
+        assert_int_equal(m->x[0].end, HTTP1_END_BLOCKED);
+        assert_int_equal(m->x[0].status, 403);
+        assert_int_equal(m->x[0].upstream_status, 200);
+        assert_string_equal(m->x[0].rule, "body-rule");
+        sim_free(m);
+    }
+    /* no match: byte-exact, whatever the split */
+    for (size_t k = 1; k < n; k++) {
+        struct sim *m = sim_new();
+        sim_body(m, SIDE_S, 65536, "NOT-THERE");
+        client(m, REQ_A);
+        feed_n(m, HTTP1_SERVER, RESP_TXT, k);
+        assert_int_equal(m->down.len, 0);
+        feed_n(m, HTTP1_SERVER, RESP_TXT + k, n - k);
+        ASSERT_SINK(&m->down, RESP_TXT);
+        assert_int_equal(m->x[0].end, HTTP1_END_COMPLETE);
+        assert_int_equal(m->x[0].status, 200);
+        assert_int_equal(m->body_got_len[HTTP1_SERVER], 18);
+        sim_free(m);
+    }
+}
+
+/* Past the response hold, a match cuts the connection: the client has the head and the bytes
+ * before the matching piece, and no reply. */
+static void test_body_response_match_after_head_sent_cuts(void **state)
+{
+    struct sim *m = sim_new();
+    sim_body(m, SIDE_S, 4, "SECRET");
+    client(m, REQ_A);
+    const char *head = "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 20\r\n\r\n";
+    assert_int_equal(server(m, head), HTTP1_FORWARD);
+    assert_int_equal(m->down.len, 0);
+    assert_int_equal(server(m, "<html>"), HTTP1_FORWARD);
+    char want[256];
+    snprintf(want, sizeof(want), "%s<html>", head);
+    ASSERT_SINK(&m->down, want);
+    assert_int_equal(server(m, "SECRET</html"), HTTP1_REPLY_AND_CLOSE);
+    ASSERT_SINK(&m->down, want);
+    assert_int_equal(m->n_x, 1);
+    assert_int_equal(m->x[0].end, HTTP1_END_BLOCKED);
+    assert_int_equal(m->x[0].status, 200);
+    assert_string_equal(m->x[0].rule, "body-rule");
+    assert_string_equal(http1_error(m->h),
+                        "response body blocked by policy after part of it was forwarded");
+    sim_free(m);
+}
+
+/* A body delimited by the server's close is judged at the close. */
+static void test_body_close_delimited_response(void **state)
+{
+    const char *resp = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end";
+    struct sim *m = sim_new();
+    sim_body(m, SIDE_S, 65536, "the end");
+    m->body_match_at_end = true;
+    client(m, REQ_A);
+    assert_int_equal(server(m, resp), HTTP1_FORWARD);
+    assert_int_equal(m->down.len, 0);
+    assert_int_equal(eof(m, HTTP1_SERVER), HTTP1_REPLY_AND_CLOSE);
+    assert_memory_equal(m->down.p, "HTTP/1.1 403 Forbidden\r\n", 24);
+    sim_free(m);
+    m = sim_new();
+    sim_body(m, SIDE_S, 65536, "nothing");
+    client(m, REQ_A);
+    server(m, resp);
+    assert_int_equal(eof(m, HTTP1_SERVER), HTTP1_FORWARD);
+    ASSERT_SINK(&m->down, resp);
+    assert_int_equal(m->x[0].end, HTTP1_END_COMPLETE);
+    assert_true(m->body_got_end[HTTP1_SERVER]);
+    sim_free(m);
+}
+
+/* DONE: the rest of the body goes on unseen. */
+static void test_body_done_releases(void **state)
+{
+    struct sim *m = sim_new();
+    sim_body(m, SIDE_C | SIDE_S, 1 << 20, "abc");
+    m->body_done_after = 5;
+    const char *req = "POST /up HTTP/1.1\r\nHost: example.org\r\nContent-Length: 20\r\n\r\n";
+    client(m, req);
+    client(m, "01234");
+    char want[256];
+    snprintf(want, sizeof(want), "%s01234", req);
+    ASSERT_SINK(&m->up, want);
+    client(m, "56789abcdefghij");
+    assert_int_equal(m->last, HTTP1_FORWARD);
+    assert_int_equal(m->body_got_len[HTTP1_CLIENT], 5);
+    assert_false(m->body_got_end[HTTP1_CLIENT]);
+    server(m, RESP_B);
+    assert_int_equal(m->x[0].end, HTTP1_END_COMPLETE);
+    sim_free(m);
+}
+
+/* A client that closes in the middle of a held body: the cut request is judged and, when it
+ * passes, sent on (as it would have been without inspection). */
+static void test_body_client_eof_mid_held_body(void **state)
+{
+    struct sim *m = sim_new();
+    sim_body(m, SIDE_C, 1 << 20, "never");
+    client(m, "POST /up HTTP/1.1\r\nHost: example.org\r\nContent-Length: 20\r\n\r\n0123");
+    assert_int_equal(m->up.len, 0);
+    assert_int_equal(eof(m, HTTP1_CLIENT), HTTP1_FORWARD);
+    assert_true(sink_has(&m->up, "\r\n\r\n0123"));
+    assert_true(m->body_got_end[HTTP1_CLIENT]);
+    sim_free(m);
+    m = sim_new();
+    sim_body(m, SIDE_C, 1 << 20, "0123");
+    client(m, "POST /up HTTP/1.1\r\nHost: example.org\r\nContent-Length: 20\r\n\r\n012");
+    assert_int_equal(client(m, "3"), HTTP1_REPLY_AND_CLOSE);
+    assert_int_equal(m->up.len, 0);
+    sim_free(m);
+}
+
+/* The hold is bounded by the framing too: tiny chunks with long extensions end it. */
+static void test_body_hold_bounded_by_framing(void **state)
+{
+    struct sim *m = sim_new();
+    sim_body(m, SIDE_C, 1000, "never");
+    client(m, "POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n");
+    char chunk[4200];
+    memset(chunk, 'e', sizeof(chunk));
+    memcpy(chunk, "1;x=", 4);
+    memcpy(chunk + 4000, "\r\nZ\r\n", 5);
+    for (int i = 0; i < 40 && m->up.len == 0; i++)
+        feed_n(m, HTTP1_CLIENT, chunk, 4005);
+    assert_true(m->up.len > 0);
+    assert_true(m->up.len <= 2 * 1000 + 64 * 1024 + 4005 + 100);
+    sim_free(m);
+}
+
+/* Regression (found by fuzz_http1): a hold that begins and ends in one chunk, after the end
+ * of an earlier message in that chunk, lost the earlier message's bytes. */
+static void test_body_hold_released_in_the_chunk_after_another_message(void **state)
+{
+    char both[512];
+    snprintf(both, sizeof(both), "%s%s", RESP_B, RESP_TXT);
+    struct sim *m = sim_new();
+    sim_body(m, SIDE_S, 4, "NOT-THERE");
+    client(m, REQ_A);
+    client(m, REQ_A);
+    assert_int_equal(server(m, both), HTTP1_FORWARD);
+    ASSERT_SINK(&m->down, both);
+    sim_free(m);
+    snprintf(both, sizeof(both), "%s%s", REQ_A, POST_CL);
+    m = sim_new();
+    sim_body(m, SIDE_C, 5, "NOT-THERE");
+    assert_int_equal(client(m, both), HTTP1_FORWARD);
+    ASSERT_SINK(&m->up, both);
+    sim_free(m);
+}
+
+/* Bodies not offered, or declined, are not delivered; bodyless messages are not offered. */
+static void test_body_not_offered_without_body(void **state)
+{
+    struct sim *m = sim_new();
+    sim_body(m, SIDE_C | SIDE_S, 1 << 20, "x");
+    client(m, REQ_A);
+    server(m, "HTTP/1.1 204 No Content\r\n\r\n");
+    client(m, "HEAD / HTTP/1.1\r\nHost: a\r\n\r\n");
+    server(m, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n");
+    client(m, REQ_B);
+    server(m, RESP_B);
+    assert_int_equal(m->n_body_begin, 1); /* REQ_B's body only */
+    assert_int_equal(m->n_x, 3);
+    sim_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1281,6 +1686,19 @@ int main(void)
         cmocka_unit_test(test_deferred_refusal_closes_when_server_cuts),
         cmocka_unit_test(test_transfer_coding_names_are_case_insensitive),
         cmocka_unit_test(test_client_eof_while_stalled_drops_held_bytes),
+        cmocka_unit_test(test_body_request_held_until_inspected),
+        cmocka_unit_test(test_body_request_match_never_forwarded),
+        cmocka_unit_test(test_body_request_match_after_hold_cuts),
+        cmocka_unit_test(test_body_expect_continue_answered_while_held),
+        cmocka_unit_test(test_body_block_in_pipeline_waits),
+        cmocka_unit_test(test_body_response_match_while_held_gets_page),
+        cmocka_unit_test(test_body_response_match_after_head_sent_cuts),
+        cmocka_unit_test(test_body_close_delimited_response),
+        cmocka_unit_test(test_body_done_releases),
+        cmocka_unit_test(test_body_client_eof_mid_held_body),
+        cmocka_unit_test(test_body_hold_bounded_by_framing),
+        cmocka_unit_test(test_body_not_offered_without_body),
+        cmocka_unit_test(test_body_hold_released_in_the_chunk_after_another_message),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -937,6 +937,147 @@ static void test_explain(void **state)
     free(err);
 }
 
+/* ---- body rules ---- */
+
+static void test_body_parse_errors(void **state)
+{
+    assert_error("policy:\n  http:\n    - name: a\n      body: x\n      action: allow\n",
+                 "sluice.yaml:3: http rule 'a': a body rule's action must be block");
+    assert_error("policy:\n  http:\n    - name: a\n      body_regex: \"(x\"\n      action: block\n",
+                 "sluice.yaml:4: http rule 'a': body_regex: '(x': missing closing parenthesis "
+                 "at offset 2");
+    assert_error("policy:\n  http:\n    - name: a\n      body: \"\"\n      action: block\n",
+                 "sluice.yaml:4: http rule 'a': body: '': a keyword has 1 to 1024 bytes, this "
+                 "one 0");
+    assert_error("policy:\n  http:\n    - name: a\n      path: /x\n      body_in: request\n"
+                 "      action: block\n",
+                 "sluice.yaml:5: http rule 'a': body_in: only with body or body_regex");
+    assert_error("policy:\n  http:\n    - name: a\n      capture: 4\n      action: block\n",
+                 "sluice.yaml:4: http rule 'a': capture: only with body or body_regex");
+    assert_error("policy:\n  http:\n    - name: a\n      body: x\n      body_in: upload\n"
+                 "      action: block\n",
+                 "sluice.yaml:5: http rule 'a': body_in: expected request, response or both, "
+                 "got 'upload'");
+    assert_error("policy:\n  http:\n    - name: a\n      body: x\n      capture: 2048\n"
+                 "      action: block\n",
+                 "sluice.yaml:5: http rule 'a': capture: expected the KiB to capture, 1..1024, "
+                 "got '2048'");
+    assert_error("policy:\n  http:\n    - name: a\n      body: x\n      status: 200\n"
+                 "      body_in: both\n      action: block\n",
+                 "sluice.yaml:6: http rule 'a': body_in: a rule with status or content_type "
+                 "reads response bodies only (a request body is judged before any response)");
+}
+
+static void test_body_rules_limit(void **state)
+{
+    char yaml[16384] = "policy:\n  http:\n";
+    for (int i = 0; i <= POLICY_BODY_RULES_MAX; i++)
+        snprintf(yaml + strlen(yaml), sizeof(yaml) - strlen(yaml),
+                 "    - {name: r%d, body: k, action: block}\n", i);
+    char want[128];
+    snprintf(want, sizeof(want), "sluice.yaml:%d: http rule 'r%d': more than %d body rules",
+             POLICY_BODY_RULES_MAX + 3, POLICY_BODY_RULES_MAX, POLICY_BODY_RULES_MAX);
+    assert_error(yaml, want);
+}
+
+static const char *body_policy =
+    "policy:\n"
+    "  http:\n"
+    "    - {name: allow-internal, host: internal.example, action: allow}\n"
+    "    - {name: req-only, body: a, body_in: request, capture: 8, action: block}\n"
+    "    - {name: html-only, body: b, content_type: text/html, action: block}\n"
+    "    - {name: both, body_regex: c+, path: /x, action: block}\n"
+    "    - {name: videos, content_type: \"video/*\", action: allow}\n"
+    "    - {name: block-admin, path: /admin, action: block}\n"
+    "    - {name: after-admin, body: d, action: block}\n"
+    "capture_file: /dev/null\n";
+
+static const char *armed(const struct policy *p, const char *host, const char *path,
+                         const char *ctype)
+{
+    static char buf[256];
+    struct policy_http_request req = {"POST", host, path, NULL, 0};
+    struct policy_http_response resp = {200, ctype};
+    struct policy_body_arm arm;
+    policy_arm_http_body(p, &req, ctype ? &resp : NULL, &arm);
+    buf[0] = '\0';
+    for (size_t i = 0; i < arm.n; i++)
+        snprintf(buf + strlen(buf), sizeof(buf) - strlen(buf), "%s%s", i ? "," : "", arm.rule[i]);
+    return buf;
+}
+
+/* Body rules are armed in order until a head rule decides; they never decide at a head. */
+static void test_body_arming(void **state)
+{
+    struct policy *p = load(body_policy);
+    assert_true(policy_has_body_rules(p));
+    /* request bodies: response rules cannot be known and are stepped over */
+    assert_string_equal(armed(p, "www.example", "/x", NULL), "req-only,both,after-admin");
+    assert_string_equal(armed(p, "www.example", "/y", NULL), "req-only,after-admin");
+    assert_string_equal(armed(p, "www.example", "/admin", NULL), "req-only");
+    assert_string_equal(armed(p, "internal.example", "/x", NULL), "");
+    /* response bodies: the response keys count; a matching head rule ends the walk */
+    assert_string_equal(armed(p, "www.example", "/x", "text/html"), "html-only,both,after-admin");
+    assert_string_equal(armed(p, "www.example", "/y", "text/html; charset=utf-8"),
+                        "html-only,after-admin");
+    assert_string_equal(armed(p, "www.example", "/y", "video/mp4"), "");
+    assert_string_equal(armed(p, "www.example", "/y", "text/plain"), "after-admin");
+    struct policy_body_arm arm;
+    struct policy_http_request req = {"POST", "www.example", "/x", NULL, 0};
+    policy_arm_http_body(p, &req, NULL, &arm);
+    assert_int_equal(arm.capture[0], 8 * 1024);
+    assert_int_equal(arm.capture[1], 0);
+    /* head decisions skip body rules */
+    struct policy_http_decision d = http_req(p, "POST", "www.example", "/x", NULL, 0);
+    assert_int_equal(d.action, POLICY_HTTP_ALLOW);
+    assert_null(d.rule);
+    assert_false(d.need_response);
+    d = http_req(p, "POST", "www.example", "/admin", NULL, 0);
+    assert_true(d.need_response); /* the allow of `videos` could still come first */
+    struct policy_http_response resp = {200, "text/html"};
+    policy_decide_http_response(p, &req, &resp, &d);
+    assert_int_equal(d.action, POLICY_HTTP_ALLOW);
+    assert_null(d.rule);
+    const char *rule;
+    int line;
+    assert_true(policy_first_capture_rule(p, &rule, &line));
+    assert_string_equal(rule, "req-only");
+    assert_int_equal(line, 4);
+    policy_unref(p);
+    p = load("policy:\n  http:\n    - {name: a, path: /, action: block}\n");
+    assert_false(policy_has_body_rules(p));
+    assert_false(policy_first_capture_rule(p, &rule, &line));
+    policy_unref(p);
+}
+
+static void test_body_check_config_and_explain(void **state)
+{
+    char *argv[] = {"check-config", DATA "body.yaml", NULL}, *out = NULL, *err = NULL;
+    assert_int_equal(run_cli(policy_cli_check_config, argv, &out, &err), 0);
+    assert_non_null(strstr(out, "  2. no-exfil: block if body has 1 regex [request bodies; "
+                                "capture 4 KiB] (" DATA "body.yaml:7)\n"));
+    assert_non_null(strstr(out, "  3. no-secrets: block if content_type, and body has one of 2 "
+                                "keywords [response bodies] (" DATA "body.yaml:12)\n"));
+    free(out);
+    free(err);
+    char *ex[] = {"explain",  "--config", DATA "body.yaml", "--sni",     "www.example",
+                  "--method", "POST",     "--content-type", "text/html", "--json",
+                  NULL};
+    assert_int_equal(run_cli(policy_cli_explain, ex, &out, &err), 0);
+    assert_string_equal(out, "{\"action\":\"intercept\",\"rule\":null,\"http\":{\"action\":"
+                             "\"allow\",\"rule\":null,\"body_rules\":{\"request\":[\"no-exfil\"],"
+                             "\"response\":[\"no-secrets\"]}}}\n");
+    free(out);
+    free(err);
+    char *ex2[] = {"explain",          "--config", DATA "body.yaml", "--sni",
+                   "internal.example", "--method", "POST",           NULL};
+    assert_int_equal(run_cli(policy_cli_explain, ex2, &out, &err), 0);
+    assert_non_null(strstr(out, "http rule: internal (" DATA "body.yaml:4)\n"
+                                "body rules for the request body: none\n"));
+    free(out);
+    free(err);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -964,6 +1105,10 @@ int main(void)
         cmocka_unit_test(test_check_config_examples),
         cmocka_unit_test(test_check_config_summary_and_errors),
         cmocka_unit_test(test_explain),
+        cmocka_unit_test(test_body_parse_errors),
+        cmocka_unit_test(test_body_rules_limit),
+        cmocka_unit_test(test_body_arming),
+        cmocka_unit_test(test_body_check_config_and_explain),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

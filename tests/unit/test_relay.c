@@ -1,0 +1,208 @@
+/* test_relay: the relay's read readiness with TLS read-ahead, over socketpairs: bytes OpenSSL
+ * already holds are relayed without waiting on the socket, a leg whose socket was found empty
+ * is not read again until it is reported readable, and a bulk burst goes through in one pump. */
+#include "relay.h"
+
+#include <fcntl.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+/* The relay's client leg is a TLS server on cp[0] (the test's TLS client on cp[1]); its
+ * upstream leg is plain TCP on up[0] (the test reads up[1]). */
+struct fixture {
+    SSL_CTX *sctx, *cctx;
+    SSL *relay_ssl, *peer_ssl;
+    int cp[2], up[2];
+    struct bufpool *pool;
+    struct relay r;
+};
+
+static X509 *make_cert(EVP_PKEY *key)
+{
+    X509 *x = X509_new();
+    assert_non_null(x);
+    X509_set_version(x, X509_VERSION_3);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+    X509_gmtime_adj(X509_getm_notBefore(x), -60);
+    X509_gmtime_adj(X509_getm_notAfter(x), 3600);
+    X509_NAME *name = X509_get_subject_name(x);
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"test", -1, -1, 0);
+    X509_set_issuer_name(x, name);
+    X509_set_pubkey(x, key);
+    assert_true(X509_sign(x, key, EVP_sha256()) > 0);
+    return x;
+}
+
+/* As tls.c sets both contexts up: read-ahead and released buffers. */
+static SSL_CTX *make_ctx(const SSL_METHOD *m)
+{
+    SSL_CTX *ctx = SSL_CTX_new(m);
+    assert_non_null(ctx);
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
+                              SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    SSL_CTX_set_read_ahead(ctx, 1);
+    return ctx;
+}
+
+static void nonblock(int fd)
+{
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+}
+
+static int setup(void **state)
+{
+    struct fixture *f = calloc(1, sizeof(*f));
+    assert_non_null(f);
+    EVP_PKEY *key = EVP_EC_gen("P-256");
+    assert_non_null(key);
+    X509 *cert = make_cert(key);
+    f->sctx = make_ctx(TLS_server_method());
+    f->cctx = make_ctx(TLS_client_method());
+    assert_int_equal(SSL_CTX_use_certificate(f->sctx, cert), 1);
+    assert_int_equal(SSL_CTX_use_PrivateKey(f->sctx, key), 1);
+    X509_free(cert);
+    EVP_PKEY_free(key);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, f->cp), 0);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, f->up), 0);
+    for (int i = 0; i < 2; i++) {
+        nonblock(f->cp[i]);
+        nonblock(f->up[i]);
+    }
+    f->relay_ssl = SSL_new(f->sctx);
+    f->peer_ssl = SSL_new(f->cctx);
+    SSL_set_fd(f->relay_ssl, f->cp[0]);
+    SSL_set_fd(f->peer_ssl, f->cp[1]);
+    SSL_set_accept_state(f->relay_ssl);
+    SSL_set_connect_state(f->peer_ssl);
+    int done = 0;
+    for (int i = 0; i < 100 && done != 3; i++) {
+        if (SSL_do_handshake(f->relay_ssl) == 1)
+            done |= 1;
+        if (SSL_do_handshake(f->peer_ssl) == 1)
+            done |= 2;
+    }
+    assert_int_equal(done, 3);
+    f->pool = bufpool_new(4);
+    relay_init(&f->r, f->pool, f->cp[0], f->relay_ssl, f->up[0], NULL);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+    relay_release(&f->r);
+    bufpool_free(f->pool);
+    SSL_free(f->relay_ssl);
+    SSL_free(f->peer_ssl);
+    SSL_CTX_free(f->sctx);
+    SSL_CTX_free(f->cctx);
+    for (int i = 0; i < 2; i++) {
+        close(f->cp[i]);
+        close(f->up[i]);
+    }
+    free(f);
+    return 0;
+}
+
+static size_t drain_upstream(struct fixture *f, uint8_t *out, size_t cap)
+{
+    size_t got = 0;
+    ssize_t n;
+    while (got < cap && (n = recv(f->up[1], out + got, cap - got, 0)) > 0)
+        got += (size_t)n;
+    return got;
+}
+
+static void pump_ok(struct fixture *f)
+{
+    char err[160] = "";
+    assert_int_equal(relay_pump(&f->r, err, sizeof(err)), RELAY_CONTINUE);
+}
+
+/* Two records that arrive in one read: the second is in OpenSSL's read-ahead buffer, not in
+ * the socket, and must be relayed by the same pump (waiting on the socket would stall). */
+static void test_relay_drains_read_ahead_before_waiting(void **state)
+{
+    struct fixture *f = *state;
+    pump_ok(f); /* the post-handshake pump: nothing yet */
+    assert_int_equal(SSL_write(f->peer_ssl, "first record;", 13), 13);
+    assert_int_equal(SSL_write(f->peer_ssl, "second record", 13), 13);
+    relay_note_ready(&f->r, RELAY_WANT_READ(RELAY_CLIENT));
+    pump_ok(f);
+    uint8_t out[64];
+    size_t n = drain_upstream(f, out, sizeof(out));
+    assert_int_equal(n, 26);
+    assert_memory_equal(out, "first record;second record", 26);
+    assert_true(f->r.want & RELAY_WANT_READ(RELAY_CLIENT));
+}
+
+/* Once a read found the socket empty, the leg is read again only after relay_note_ready. */
+static void test_relay_waits_for_readiness_after_empty_read(void **state)
+{
+    struct fixture *f = *state;
+    pump_ok(f);
+    assert_int_equal(SSL_write(f->peer_ssl, "later", 5), 5);
+    pump_ok(f); /* no readiness reported: no read */
+    uint8_t out[16];
+    assert_int_equal(drain_upstream(f, out, sizeof(out)), 0);
+    assert_true(f->r.want & RELAY_WANT_READ(RELAY_CLIENT));
+    relay_note_ready(&f->r, RELAY_WANT_READ(RELAY_CLIENT));
+    pump_ok(f);
+    assert_int_equal(drain_upstream(f, out, sizeof(out)), 5);
+    assert_memory_equal(out, "later", 5);
+}
+
+/* A burst of full records larger than one read-ahead buffer goes through in one pump. */
+static void test_relay_moves_a_burst_in_one_pump(void **state)
+{
+    struct fixture *f = *state;
+    static uint8_t in[3 * 16384], out[sizeof(in) + 1];
+    for (size_t i = 0; i < sizeof(in); i++)
+        in[i] = (uint8_t)(i * 7);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(SSL_write(f->peer_ssl, in + i * 16384, 16384), 16384);
+    relay_note_ready(&f->r, RELAY_WANT_READ(RELAY_CLIENT));
+    pump_ok(f);
+    assert_int_equal(drain_upstream(f, out, sizeof(out)), sizeof(in));
+    assert_memory_equal(out, in, sizeof(in));
+}
+
+/* The plain leg: a short recv means the socket was empty, so the next pump waits for it. */
+static void test_relay_tcp_short_read_waits(void **state)
+{
+    struct fixture *f = *state;
+    pump_ok(f);
+    assert_int_equal(send(f->up[1], "answer", 6, 0), 6);
+    relay_note_ready(&f->r, RELAY_WANT_READ(RELAY_UPSTREAM));
+    pump_ok(f);
+    assert_false(f->r.readable & RELAY_WANT_READ(RELAY_UPSTREAM));
+    assert_true(f->r.want & RELAY_WANT_READ(RELAY_UPSTREAM));
+    char buf[16];
+    int n = SSL_read(f->peer_ssl, buf, sizeof(buf));
+    assert_int_equal(n, 6);
+    assert_memory_equal(buf, "answer", 6);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_relay_drains_read_ahead_before_waiting, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_relay_waits_for_readiness_after_empty_read, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_relay_moves_a_burst_in_one_pump, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_relay_tcp_short_read_waits, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
