@@ -6,7 +6,7 @@ set -euo pipefail
 PACKAGES=(
   build-essential cmake pkg-config clang libclang-rt-14-dev
   libssl-dev openssl libevent-dev libfyaml-dev libhttp-parser-dev libidn2-dev libpcre2-dev libnghttp2-dev
-  zlib1g-dev libbrotli-dev
+  zlib1g-dev libbrotli-dev libzstd-dev zstd
   libcmocka-dev python3 python3-pytest python3-brotli
   curl iproute2 iptables nginx-light nghttp2-client
   python3-websockets chromium libnss3-tools

@@ -9,6 +9,8 @@
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <brotli/decode.h>
+#include <zstd.h>
+#include <zstd_errors.h>
 #include <pcre2.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -130,7 +132,11 @@ void bodyscan_patterns_count(const struct bodyscan_patterns *p, size_t *keywords
 
 /* ---- the scanner --------------------------------------------------------------------------- */
 
-enum bs_coding { BS_GZIP, BS_DEFLATE, BS_BR };
+enum bs_coding { BS_GZIP, BS_DEFLATE, BS_BR, BS_ZSTD };
+
+/* zstd: the largest window a body may ask for, 2^23 = 8 MiB, as RFC 9659 sets for HTTP; the
+ * decoder then holds at most about that much plus its 160 KiB context. */
+#define BS_ZSTD_WINDOW_LOG 23
 
 struct bs_stage {
     enum bs_coding coding;
@@ -141,6 +147,7 @@ struct bs_stage {
     size_t sniff_len;
     z_stream z;
     BrotliDecoderState *br;
+    ZSTD_DCtx *zs;
 };
 
 struct bodyscan {
@@ -492,6 +499,29 @@ static void bs_br_run(struct bodyscan *s, size_t i, const uint8_t *in, size_t n)
     }
 }
 
+/* zstd: one or more frames; st->ended is true between frames. */
+static void bs_zstd_run(struct bodyscan *s, size_t i, const uint8_t *in, size_t n)
+{
+    struct bs_stage *st = &s->stage[i];
+    uint8_t out[BODYSCAN_PIECE];
+    ZSTD_inBuffer ib = {in, n, 0};
+    while (s->status == BODYSCAN_MORE) {
+        ZSTD_outBuffer ob = {out, sizeof(out), 0};
+        size_t rc = ZSTD_decompressStream(st->zs, &ob, &ib);
+        if (ob.pos)
+            bs_stage_out(s, i, out, ob.pos);
+        if (ZSTD_isError(rc)) {
+            bs_fail(s, ZSTD_getErrorCode(rc) == ZSTD_error_frameParameter_windowTooLarge
+                           ? "zstd window larger than 8 MiB"
+                           : "corrupt zstd data");
+            return;
+        }
+        st->ended = rc == 0;
+        if (ib.pos == ib.size && ob.pos < ob.size)
+            return;
+    }
+}
+
 /* Input for stage i (i == n_stages: decoded bytes for the sink). */
 static void bs_push(struct bodyscan *s, size_t i, const uint8_t *in, size_t n)
 {
@@ -505,6 +535,8 @@ static void bs_push(struct bodyscan *s, size_t i, const uint8_t *in, size_t n)
         st->fed = true;
         if (st->coding == BS_BR) {
             bs_br_run(s, i, in, k);
+        } else if (st->coding == BS_ZSTD) {
+            bs_zstd_run(s, i, in, k);
         } else if (!st->started) {
             const uint8_t *p = in;
             size_t left = k;
@@ -527,7 +559,8 @@ static int bs_add_coding(struct bodyscan *s, const char *name, size_t len)
     static const struct {
         const char *name;
         enum bs_coding coding;
-    } known[] = {{"gzip", BS_GZIP}, {"x-gzip", BS_GZIP}, {"deflate", BS_DEFLATE}, {"br", BS_BR}};
+    } known[] = {{"gzip", BS_GZIP}, {"x-gzip", BS_GZIP}, {"deflate", BS_DEFLATE}, {"br", BS_BR},
+                 {"zstd", BS_ZSTD}};
     if (len == 8 && strncasecmp(name, "identity", 8) == 0)
         return 0;
     for (size_t k = 0; k < sizeof(known) / sizeof(known[0]); k++) {
@@ -581,6 +614,14 @@ static int bs_start_decoders(struct bodyscan *s)
                 return -1;
             st->started = true;
         }
+        if (st->coding == BS_ZSTD) {
+            st->zs = ZSTD_createDCtx();
+            if (!st->zs ||
+                ZSTD_isError(ZSTD_DCtx_setParameter(st->zs, ZSTD_d_windowLogMax,
+                                                    BS_ZSTD_WINDOW_LOG)))
+                return -1;
+            st->started = true;
+        }
     }
     return 0;
 }
@@ -627,7 +668,9 @@ void bodyscan_free(struct bodyscan *s)
     for (size_t i = 0; i < s->n_stages; i++) {
         if (s->stage[i].coding == BS_BR && s->stage[i].br)
             BrotliDecoderDestroyInstance(s->stage[i].br);
-        else if (s->stage[i].coding != BS_BR && s->stage[i].started)
+        else if (s->stage[i].coding == BS_ZSTD)
+            ZSTD_freeDCtx(s->stage[i].zs);
+        else if (s->stage[i].started)
             inflateEnd(&s->stage[i].z);
     }
     pcre2_match_data_free(s->md);

@@ -1,5 +1,5 @@
 /* bodyscan: sans-I/O streaming scanner for one HTTP message body. It undoes the body's
- * Content-Encoding (identity, gzip, x-gzip, deflate in its zlib or raw form, br; up to three
+ * Content-Encoding (identity, gzip, x-gzip, deflate in its zlib or raw form, br, zstd; up to three
  * stacked, like "gzip, br"), and looks for the patterns of a few body rules — case-insensitive
  * keywords and PCRE2 regexes — in the decoded bytes, carrying a window across pieces so that a
  * match split between two network reads is still found. It stops after a maximum of decoded
@@ -9,7 +9,8 @@
  * Memory per scanner, fixed at creation: BODYSCAN_WINDOW + BODYSCAN_PIECE bytes of window,
  * the capture (at most limits.capture bytes, grown as bytes arrive), one PCRE2 match block,
  * and the decoders' state: zlib's ~45 KiB per gzip/deflate stage, brotli's ring buffer (up to
- * limits.decoder_mem in all; a stream that needs more is "not inspectable").
+ * limits.decoder_mem in all; a stream that needs more is "not inspectable"), zstd's context and
+ * window (at most 8 MiB, RFC 9659's limit for HTTP; a frame asking for more is not inspected).
  * See docs/POLICY.md, "Body rules". */
 #ifndef SLUICE_BODYSCAN_H
 #define SLUICE_BODYSCAN_H

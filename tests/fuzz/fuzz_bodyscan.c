@@ -1,7 +1,8 @@
 /* libFuzzer harness: bodyscan, the streaming body scanner, fed the way the HTTP layers feed it.
  * Input: byte 0 picks the mode, byte 1 the limits and the seed of the piece sizes, the rest is
  * the body.
- *   mode % 8: 0 identity, 1 gzip, 2 x-gzip, 3 deflate, 4 br, 5 "gzip, br", 6 "deflate, gzip",
+ *   mode % 8: 0 identity, 1 gzip, 2 x-gzip, 3 deflate, 4 br, 5 "gzip, br", 6 "deflate, gzip"
+ *             (zstd when mode & 0x80),
  *             7 the body is plain text that the harness itself encodes (gzip, deflate, raw
  *             deflate or br, by mode / 8 % 4) and feeds under that coding.
  * Invariants, besides the sanitizers: a scan never decodes past max_decoded or feeds past
@@ -175,7 +176,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         self_encoded(mode / 8 % 4, &lim, body, n, sel | 1u);
         return 0;
     }
-    const char *coding = codings[mode % 8];
+    const char *coding = (mode % 8 == 6 && (mode & 0x80)) ? "zstd" : codings[mode % 8];
     bool identity = mode % 8 == 0;
     scan(coding, both, 2, &lim, body, n, sel | 1u, identity ? body : NULL, n);
     if (!identity)

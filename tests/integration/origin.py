@@ -415,6 +415,10 @@ def body_rules_encode(data, coding):
         elif c == "br":
             import brotli  # Debian's python3-brotli
             data = brotli.compress(data, quality=5)
+        elif c == "zstd":
+            import subprocess  # Debian's zstd command: Python has no zstd module here
+            data = subprocess.run(["zstd", "-q", "-c", "-3"], input=data, check=True,
+                                  stdout=subprocess.PIPE).stdout
     return data
 
 

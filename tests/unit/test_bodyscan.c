@@ -8,6 +8,7 @@
 #include <cmocka.h>
 
 #include <brotli/encode.h>
+#include <zstd.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,8 +18,8 @@
 
 #include "bodyscan.h"
 
-enum enc { E_IDENTITY, E_GZIP, E_ZLIB, E_RAW, E_BR };
-static const char *const enc_name[] = {"", "gzip", "deflate", "deflate", "br"};
+enum enc { E_IDENTITY, E_GZIP, E_ZLIB, E_RAW, E_BR, E_ZSTD, E_LAST = E_ZSTD };
+static const char *const enc_name[] = {"", "gzip", "deflate", "deflate", "br", "zstd"};
 
 struct buf {
     uint8_t *p;
@@ -51,6 +52,43 @@ static struct buf brotli_with(const uint8_t *in, size_t n, int quality, int lgwi
     return b;
 }
 
+/* One zstd frame with the given window (2^window_log bytes). */
+static struct buf zstd_with(const uint8_t *in, size_t n, int window_log)
+{
+    ZSTD_CCtx *cc = ZSTD_createCCtx();
+    assert_non_null(cc);
+    assert_false(ZSTD_isError(ZSTD_CCtx_setParameter(cc, ZSTD_c_windowLog, window_log)));
+    size_t cap = ZSTD_compressBound(n) + 64;
+    struct buf b = {malloc(cap), 0};
+    assert_non_null(b.p);
+    b.len = ZSTD_compress2(cc, b.p, cap, in, n);
+    assert_false(ZSTD_isError(b.len));
+    ZSTD_freeCCtx(cc);
+    return b;
+}
+
+/* A zstd frame made by streaming, its size unknown: the window stays 2^window_log. */
+static struct buf zstd_streamed(const uint8_t *in, size_t n, int window_log)
+{
+    ZSTD_CCtx *cc = ZSTD_createCCtx();
+    assert_non_null(cc);
+    assert_false(ZSTD_isError(ZSTD_CCtx_setParameter(cc, ZSTD_c_windowLog, window_log)));
+    size_t cap = ZSTD_compressBound(n) + 4096;
+    struct buf b = {malloc(cap), 0};
+    assert_non_null(b.p);
+    ZSTD_outBuffer out = {b.p, cap, 0};
+    ZSTD_inBuffer inb = {in, n, 0};
+    assert_false(ZSTD_isError(ZSTD_compressStream2(cc, &out, &inb, ZSTD_e_continue)));
+    size_t left;
+    do {
+        left = ZSTD_compressStream2(cc, &out, &inb, ZSTD_e_end);
+        assert_false(ZSTD_isError(left));
+    } while (left != 0);
+    b.len = out.pos;
+    ZSTD_freeCCtx(cc);
+    return b;
+}
+
 static struct buf encode(enum enc e, const void *in, size_t n)
 {
     switch (e) {
@@ -62,6 +100,8 @@ static struct buf encode(enum enc e, const void *in, size_t n)
         return deflate_with(in, n, -15, 6);
     case E_BR:
         return brotli_with(in, n, 5, 22);
+    case E_ZSTD:
+        return zstd_with(in, n, 20);
     default: {
         struct buf b = {malloc(n ? n : 1), n};
         memcpy(b.p, in, n);
@@ -181,7 +221,7 @@ static void test_split_everywhere_each_encoding(void **state)
     size_t n = 600;
     uint8_t *plain = filler(n, 7);
     memcpy(plain + 300, "ExFiltrate-ME", 13);
-    for (enum enc e = E_IDENTITY; e <= E_BR; e++) {
+    for (enum enc e = E_IDENTITY; e <= E_LAST; e++) {
         struct buf z = encode(e, plain, n);
         for (size_t at = 0; at <= z.len; at++)
             assert_int_equal(scan_split(&s, enc_name[e], z.p, z.len, at), BODYSCAN_MATCH);
@@ -189,7 +229,7 @@ static void test_split_everywhere_each_encoding(void **state)
         free(z.p);
     }
     memcpy(plain + 300, "exfiltrate_me", 13);
-    for (enum enc e = E_IDENTITY; e <= E_BR; e++) {
+    for (enum enc e = E_IDENTITY; e <= E_LAST; e++) {
         struct buf z = encode(e, plain, n);
         for (size_t at = 0; at <= z.len; at += 7)
             assert_int_equal(scan_split(&s, enc_name[e], z.p, z.len, at), BODYSCAN_DONE);
@@ -210,7 +250,7 @@ static void test_match_across_decoded_pieces(void **state)
         uint8_t *plain = filler(n, (unsigned)at);
         memcpy(plain + at, "needle-in-hay", 13);
         memcpy(plain + at + BODYSCAN_PIECE, "neeedle-123-hay", 15);
-        for (enum enc e = E_IDENTITY; e <= E_BR; e++) {
+        for (enum enc e = E_IDENTITY; e <= E_LAST; e++) {
             struct buf z = encode(e, plain, n);
             assert_int_equal(scan(&kw, enc_name[e], z.p, z.len, 1000, NULL, NULL), BODYSCAN_MATCH);
             assert_int_equal(scan(&re, enc_name[e], z.p, z.len, 0, NULL, NULL), BODYSCAN_MATCH);
@@ -305,7 +345,7 @@ static void test_max_decoded(void **state)
     uint8_t *plain = filler(n, 9);
     memcpy(plain + 50000, "late-keyword", 12);
     struct bodyscan_limits lim = {.max_decoded = 50000 + 11};
-    for (enum enc e = E_IDENTITY; e <= E_BR; e++) {
+    for (enum enc e = E_IDENTITY; e <= E_LAST; e++) {
         struct buf z = encode(e, plain, n);
         struct bodyscan *b;
         assert_int_equal(scan(&s, enc_name[e], z.p, z.len, 4096, &lim, &b), BODYSCAN_DONE);
@@ -365,9 +405,9 @@ static void test_corrupt_input(void **state)
 static void test_unsupported_codings(void **state)
 {
     struct sets s = keyword_set("x");
-    struct bodyscan *b = bodyscan_new("zstd", s.c, s.n, NULL);
+    struct bodyscan *b = bodyscan_new("compress", s.c, s.n, NULL);
     assert_int_equal(bodyscan_status(b), BODYSCAN_DONE);
-    assert_string_equal(bodyscan_error(b), "content coding 'zstd' is not supported");
+    assert_string_equal(bodyscan_error(b), "content coding 'compress' is not supported");
     assert_int_equal(bodyscan_feed(b, (const uint8_t *)"xxx", 3), BODYSCAN_DONE);
     bodyscan_free(b);
     b = bodyscan_new("gzip, gzip, br, deflate", s.c, s.n, NULL);
@@ -377,6 +417,47 @@ static void test_unsupported_codings(void **state)
     b = bodyscan_new(" identity ,", s.c, s.n, NULL); /* identity and empty items: nothing */
     assert_int_equal(bodyscan_feed(b, (const uint8_t *)"x", 1), BODYSCAN_MATCH);
     bodyscan_free(b);
+    sets_free(&s);
+}
+
+/* zstd: frames one after another are one body; a frame asking for a window over RFC 9659's
+ * 8 MiB is not inspected (and says why); a cut frame ends early; garbage is corrupt. */
+static void test_zstd_frames_window_and_cuts(void **state)
+{
+    struct sets s = keyword_set("zstd-secret");
+    size_t n = 3000;
+    uint8_t *plain = filler(n, 11);
+    memcpy(plain + 2000, "zstd-SECRET", 11);
+    struct buf a = zstd_with(plain, 1500, 20), c = zstd_with(plain + 1500, n - 1500, 20);
+    uint8_t *two = malloc(a.len + c.len);
+    assert_non_null(two);
+    memcpy(two, a.p, a.len);
+    memcpy(two + a.len, c.p, c.len);
+    for (size_t at = 0; at <= a.len + c.len; at += 5)
+        assert_int_equal(scan_split(&s, "zstd", two, a.len + c.len, at), BODYSCAN_MATCH);
+    struct bodyscan *b;
+    memcpy(plain + 2000, "zstd_secret", 11);
+    struct buf whole = zstd_with(plain, n, 20);
+    assert_int_equal(scan(&s, "zstd", whole.p, whole.len - 3, 0, NULL, &b), BODYSCAN_DONE);
+    assert_string_equal(bodyscan_error(b), "the compressed body ends early");
+    bodyscan_free(b);
+    uint8_t *big = calloc(1, 1 << 20);
+    assert_non_null(big);
+    struct buf wide = zstd_streamed(big, 1 << 20, 27); /* the header names a 128 MiB window */
+    assert_int_equal(scan(&s, "zstd", wide.p, wide.len, 0, NULL, &b), BODYSCAN_DONE);
+    assert_string_equal(bodyscan_error(b), "zstd window larger than 8 MiB");
+    bodyscan_free(b);
+    assert_int_equal(scan(&s, "zstd", (const uint8_t *)"not zstd at all", 15, 0, NULL, &b),
+                     BODYSCAN_DONE);
+    assert_string_equal(bodyscan_error(b), "corrupt zstd data");
+    bodyscan_free(b);
+    free(big);
+    free(wide.p);
+    free(whole.p);
+    free(two);
+    free(a.p);
+    free(c.p);
+    free(plain);
     sets_free(&s);
 }
 
@@ -614,6 +695,7 @@ int main(void)
         cmocka_unit_test(test_corrupt_input),
         cmocka_unit_test(test_unsupported_codings),
         cmocka_unit_test(test_stacked_codings),
+        cmocka_unit_test(test_zstd_frames_window_and_cuts),
         cmocka_unit_test(test_gzip_members),
         cmocka_unit_test(test_empty_bodies),
         cmocka_unit_test(test_bomb),
