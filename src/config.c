@@ -445,6 +445,19 @@ static int config_set_body_size(struct config *cfg, const struct config_key *key
     return 0;
 }
 
+/* body_uninspectable: pass (default) or block. */
+static int config_set_body_uninspectable(struct config *cfg, const struct config_key *key,
+                                         const char *value, char *err, size_t errlen)
+{
+    (void)key;
+    if (strcmp(value, "pass") != 0 && strcmp(value, "block") != 0) {
+        snprintf(err, errlen, "expected pass or block, got '%s'", value);
+        return -1;
+    }
+    cfg->body_uninspectable_block = value[0] == 'b';
+    return 0;
+}
+
 static int config_set_body_types(struct config *cfg, const struct config_key *key,
                                  const char *value, char *err, size_t errlen)
 {
@@ -481,6 +494,7 @@ static const struct config_key config_keys[] = {
     {"body_inspect_max", config_set_body_size, CONFIG_FIELD(body_inspect_max), false},
     {"body_response_hold", config_set_body_size, CONFIG_FIELD(body_response_hold), false},
     {"body_types", config_set_body_types, 0, false},
+    {"body_uninspectable", config_set_body_uninspectable, 0, false},
     {"capture_file", config_set_path, CONFIG_FIELD(capture_file), false},
 };
 

@@ -61,6 +61,8 @@ struct config {
     uint64_t body_response_hold; /* default 64 KiB: a response's head waits while this much of its
                                     body is scanned; 0: responses are never held */
     bool body_types_all;         /* body_types: all; default text: text-like types only */
+    bool body_uninspectable_block; /* body_uninspectable: block; default pass: a body armed
+                                      for body rules that cannot be decoded passes (logged) */
     char *capture_file;          /* NULL: no captures; bodies rules' `capture:` writes here */
     char *source;                    /* path of the YAML file loaded, or NULL */
     struct policy *policy;           /* a reference to the `policy:` section's snapshot; after

@@ -298,12 +298,18 @@ static int conn_body_scan(struct conn_body *b, const uint8_t *data, size_t len, 
     }
     if (st == BODYSCAN_MORE)
         return 0;
-    if (bodyscan_error(b->scan))
-        log_msg(LOG_INFO, "conn %llu: %s body of %s%s not (wholly) inspected: %s (%s)",
-                (unsigned long long)b->c->id, b->response ? "response" : "request", b->where,
-                b->where + strlen(b->where) + 1, bodyscan_error(b->scan),
-                b->content_encoding[0] ? b->content_encoding : "identity");
-    return -1;
+    if (!bodyscan_error(b->scan))
+        return -1;
+    bool block = conn_cfg(b->c)->body_uninspectable_block;
+    log_msg(LOG_INFO, "conn %llu: %s body of %s%s not (wholly) inspected: %s (%s)%s",
+            (unsigned long long)b->c->id, b->response ? "response" : "request", b->where,
+            b->where + strlen(b->where) + 1, bodyscan_error(b->scan),
+            b->content_encoding[0] ? b->content_encoding : "identity",
+            block ? "; blocked (body_uninspectable: block)" : "");
+    if (!block)
+        return -1;
+    *rule = b->rule[0]; /* the first rule that wanted to read it */
+    return 1;
 }
 
 static const char *conn_body_ref(const struct conn_body *b)

@@ -42,6 +42,7 @@ static const struct run_option run_options[] = {
     {"body-inspect-max", "body_inspect_max", "SIZE", "decoded bytes of a body that body rules scan (a request is held that long)"},
     {"body-response-hold", "body_response_hold", "SIZE", "bytes of a response body scanned before its head goes out (0: none)"},
     {"body-types", "body_types", "text|all", "bodies body rules scan: text-like types, or all"},
+    {"body-uninspectable", "body_uninspectable", "pass|block", "a body that body rules cannot decode (unknown coding, corrupt): pass it, or block it"},
     {"capture-file", "capture_file", "FILE", "where body rules' captures go (JSON lines, mode 0600)"},
     {"help", NULL, NULL, "show this help"},
 };
@@ -111,6 +112,8 @@ static void print_default(FILE *f, const struct config *d, const char *key)
         print_size(f, d->body_response_hold);
     else if (!strcmp(key, "body_types"))
         fprintf(f, "text");
+    else if (!strcmp(key, "body_uninspectable"))
+        fprintf(f, "pass");
     else if (!strcmp(key, "capture_file"))
         fprintf(f, "off");
     fprintf(f, ")");

@@ -117,6 +117,23 @@ def test_body_that_cannot_be_decoded_passes_and_is_logged(gw, o, coding, why):
     assert line and "/enc/" in line[-1] and "not (wholly) inspected" in line[-1], line
 
 
+def test_body_uninspectable_block_refuses_what_cannot_be_read(sluice, tmp_path, o):
+    """With body_uninspectable: block, a body the rules cannot decode is blocked in the name of
+    the first rule that wanted to read it, instead of passing unread; a readable clean body
+    still passes."""
+    reqlog = tmp_path / "requests.jsonl"
+    g = sluice("--config", write_config(tmp_path / "strict.yaml", RULES), "--request-log",
+               reqlog, "--capture-file", tmp_path / "cap.jsonl", "--body-uninspectable", "block")
+    r = curl(o.url("/enc/compress/odd?size=3000"), "--http1.1", proxy=g.port, cacert=g.ca_pem)
+    assert r.http_code == 403 and "no-secrets-down" in r.text, r
+    ok = curl(o.url("/enc/gzip/fine?size=3000"), "--http1.1", proxy=g.port, cacert=g.ca_pem)
+    assert ok.http_code == 200, ok
+    recs = read_jsonl(reqlog, 2)
+    odd = [x for x in recs if x["path"].startswith("/enc/compress/")][0]
+    assert odd["action"] == "block" and odd["rule"] == "no-secrets-down", odd
+    assert "blocked (body_uninspectable: block)" in g.stderr_text()
+
+
 def test_allow_rule_before_a_body_rule_disarms_it(gw, o):
     r = get(gw, o.url("/enc/identity/internal?size=5000&%s" % KWX))
     assert r.http_code == 200 and MARKER in r.text, r

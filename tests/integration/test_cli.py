@@ -13,7 +13,7 @@ from support import T, curl, run_sluice
 RUN_OPTIONS = ["--config", "--listen", "--mode", "--ca-dir", "--upstream-ca", "--conn-log",
                "--workers", "--connect-timeout", "--handshake-timeout", "--idle-timeout",
                "--shutdown-timeout", "--first-byte-timeout", "--log-level", "--body-inspect-max",
-               "--body-response-hold", "--body-types", "--capture-file"]
+               "--body-response-hold", "--body-types", "--body-uninspectable", "--capture-file"]
 # Options whose help must state a default, and text that default must contain.
 RUN_DEFAULTS = {
     "--listen": r"127\.0\.0\.1:3128",
@@ -29,6 +29,7 @@ RUN_DEFAULTS = {
     "--body-inspect-max": r"1MiB",
     "--body-response-hold": r"64KiB",
     "--body-types": r"text",
+    "--body-uninspectable": r"pass",
     "--capture-file": r"off",
 }
 CA_OPTIONS = ["init", "export", "--ca-dir", "--key", "--name", "--force", "--format", "--out"]

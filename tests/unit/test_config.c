@@ -20,7 +20,7 @@
     "request_log_headers, request_log_redact, workers, connect_timeout, handshake_timeout, "       \
     "idle_timeout, shutdown_timeout, "                                                             \
     "first_byte_timeout, leaf_key, cert_cache_size, log_level, body_inspect_max, "                 \
-    "body_response_hold, body_types, capture_file"
+    "body_response_hold, body_types, body_uninspectable, capture_file"
 
 static int setup(void **state)
 {
@@ -743,6 +743,11 @@ static void test_body_settings(void **state)
                      "body_response_hold: expected a size 0..64MiB such as 1MiB, 256KiB or "
                      "65536, got '1GB'");
     assert_set_error("body_types", "binary", "body_types: expected text or all, got 'binary'");
+    assert_false(cfg->body_uninspectable_block);
+    assert_int_equal(config_set(cfg, "body_uninspectable", "block", err, sizeof(err)), 0);
+    assert_true(cfg->body_uninspectable_block);
+    assert_set_error("body_uninspectable", "drop",
+                     "body_uninspectable: expected pass or block, got 'drop'");
     assert_int_equal(config_set(cfg, "body_response_hold", "4MiB", err, sizeof(err)), 0);
     assert_int_equal(config_finish(cfg, err, sizeof(err)), -1);
     assert_string_equal(err, "body_response_hold (4194304 bytes) is larger than body_inspect_max "
