@@ -43,12 +43,16 @@ def tree(pid):
     return out
 
 
-def cpu_seconds(pids):
+def cpu_seconds(pids, kernel_only=False):
+    """utime + stime of the processes, or stime alone (kernel_only). This kernel has no
+    IRQ time accounting (CONFIG_IRQ_TIME_ACCOUNTING unset), so softirq work done while a
+    process runs, such as delivering the packets it sends to a peer's socket, is its stime."""
     total = 0
     for pid in pids:
         try:
             f = _stat_fields(pid)
-            total += int(f[11]) + int(f[12])  # utime, stime (fields 14 and 15 of stat)
+            # utime, stime: fields 14 and 15 of stat
+            total += int(f[12]) + (0 if kernel_only else int(f[11]))
         except (OSError, IndexError, ValueError):
             pass
     return total / CLK_TCK

@@ -59,6 +59,17 @@ def rows(results):
         return per(lambda n: "-" if n == "direct" else
                    _fmt(_get(results, n, "workloads", w, k), digits))
 
+    def cpu(w, k, digits):
+        """The proxy's CPU figure, with the share of it spent in the kernel (stime)."""
+        def cell(n):
+            if n == "direct":
+                return "-"
+            v = _fmt(_get(results, n, "workloads", w, k), digits)
+            tot = _get(results, n, "workloads", w, "proxy_cpu_s")
+            ker = _get(results, n, "workloads", w, "proxy_kernel_s")
+            return f"{v} ({100 * ker / tot:.0f}% kernel)" if tot and ker is not None else v
+        return per(cell)
+
     def upstream_resumed(w):
         def cell(n):
             full = _get(results, n, "workloads", w, "upstream_full")
@@ -106,19 +117,19 @@ def rows(results):
     return [
         ("full handshakes/s (vs direct)", per(lambda n: _with_ratio(results, n, "full_hs", "rate"))),
         ("  latency p50 / p99 ms", lat("full_hs", "p50_ms", "p99_ms")),
-        ("  proxy CPU ms per handshake", wl("full_hs", "proxy_cpu_ms_per_hs", 3)),
+        ("  proxy CPU ms per handshake", cpu("full_hs", "proxy_cpu_ms_per_hs", 3)),
         ("  origin-side handshakes resumed", upstream_resumed("full_hs")),
         ("resumed handshakes/s (vs direct)",
          per(lambda n: _with_ratio(results, n, "resumed_hs", "rate"))),
         ("  client sessions resumed", per(lambda n: _pct(results, n, "resumed_hs"))),
-        ("  proxy CPU ms per handshake", wl("resumed_hs", "proxy_cpu_ms_per_hs", 3)),
+        ("  proxy CPU ms per handshake", cpu("resumed_hs", "proxy_cpu_ms_per_hs", 3)),
         ("  origin-side handshakes resumed", upstream_resumed("resumed_hs")),
         ("keep-alive req/s, 50 conns (vs direct)",
          per(lambda n: _with_ratio(results, n, "keepalive", "rate"))),
         ("  latency p50 / p99 ms (closed loop)", lat("keepalive", "p50_ms", "p99_ms")),
-        ("  proxy CPU us per request", wl("keepalive", "proxy_cpu_us_per_req", 1)),
+        ("  proxy CPU us per request", cpu("keepalive", "proxy_cpu_us_per_req", 1)),
         (f"fixed {rate} req/s: p50 / p99 ms", per(fixed_cell)),
-        ("  proxy CPU us per request", wl("fixed_rate", "proxy_cpu_us_per_req", 1)),
+        ("  proxy CPU us per request", cpu("fixed_rate", "proxy_cpu_us_per_req", 1)),
         ("64 MiB download MB/s (vs direct)",
          per(lambda n: _with_ratio(results, n, "download", "mb_per_s", 1))),
         ("idle KiB per connection, 1,000 held", per(lambda n: idle_cell(n, 1000))),

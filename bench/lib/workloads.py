@@ -43,6 +43,7 @@ class measured:
         self.nginx_pids = self.env.origin.pids()
         self.t0 = time.monotonic()
         self.p0 = procstat.cpu_seconds(self.proxy_pids)
+        self.k0 = procstat.cpu_seconds(self.proxy_pids, kernel_only=True)
         self.n0 = procstat.cpu_seconds(self.nginx_pids)
         self.l0 = procstat.children_cpu_seconds()
         self.b0 = procstat.machine_busy_seconds()
@@ -51,11 +52,13 @@ class measured:
     def __exit__(self, *exc):
         wall = time.monotonic() - self.t0
         proxy = procstat.cpu_seconds(self.proxy_pids) - self.p0
+        kernel = procstat.cpu_seconds(self.proxy_pids, kernel_only=True) - self.k0
         nginx = procstat.cpu_seconds(self.nginx_pids) - self.n0
         load = procstat.children_cpu_seconds() - self.l0
         busy = procstat.machine_busy_seconds() - self.b0
         other = max(busy - proxy - nginx - load, 0.0)
         self.cpu = {"wall_s": round(wall, 3), "proxy_cpu_s": round(proxy, 3),
+                    "proxy_kernel_s": round(kernel, 3),
                     "nginx_cpu_s": round(nginx, 3), "load_cpu_s": round(load, 3),
                     "background_cpu_pct": round(100 * other / wall, 1) if wall else 0.0}
         return False
@@ -181,7 +184,7 @@ def download(env, contender, duration, warm):
 
 
 _SUMMED = ("conns", "resumed", "requests", "errors", "elapsed", "wall_s", "proxy_cpu_s",
-           "nginx_cpu_s", "load_cpu_s", "upstream_full", "upstream_resumed")
+           "proxy_kernel_s", "nginx_cpu_s", "load_cpu_s", "upstream_full", "upstream_resumed")
 _MEDIAN = ("p50_ms", "p75_ms", "p90_ms", "p99_ms")
 
 
