@@ -543,6 +543,8 @@ int conn_on_upstream_session(SSL *ssl, SSL_SESSION *sess)
 {
     struct conn *c = tls_get_app_data(ssl);
     char key[320];
+    if (c && c->relay_started) /* a TLS 1.3 ticket read by the relay: see relay_trim_buffers */
+        relay_note_post_handshake(&c->relay, RELAY_UPSTREAM);
     /* TLS 1.2 hands the session over just before the handshake returns: verification is
      * already over by then, and a failed one never gets here. */
     if (!c || c->vr.error != X509_V_OK || !c->vr.leaf)

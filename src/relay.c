@@ -101,8 +101,15 @@ static int tls_read(struct relay_leg *leg, void *buf, size_t len, unsigned *want
 {
     relay_err_clear();
     errno = 0;
+    leg->got_bytes = false;
     int n = SSL_read(leg->ssl, buf, (int)len);
-    return n > 0 ? n : tls_result(leg, n, want);
+    if (n > 0)
+        return n;
+    /* Bytes came in but no application data came out: post-handshake messages (a session
+     * ticket, a key update), for which OpenSSL set up both record buffers. */
+    if (leg->got_bytes)
+        leg->stale_bufs = true;
+    return tls_result(leg, n, want);
 }
 
 static int tls_write(struct relay_leg *leg, const void *buf, size_t len, unsigned *want)
@@ -154,13 +161,15 @@ static long relay_bio_cb(BIO *bio, int oper, const char *argp, size_t len, int a
     if (oper == (BIO_CB_READ | BIO_CB_RETURN)) {
         struct relay_leg *leg = (struct relay_leg *)BIO_get_callback_arg(bio);
         leg->drained = ret > 0 && processed && *processed < len;
+        leg->got_bytes = leg->got_bytes || ret > 0;
     }
     return ret;
 }
 
 static void relay_leg_init(struct relay_leg *leg, enum relay_side side, int fd, SSL *ssl)
 {
-    *leg = (struct relay_leg){ssl ? &relay_tls_ops : &relay_tcp_ops, fd, ssl, side, false, ""};
+    *leg = (struct relay_leg){.ops = ssl ? &relay_tls_ops : &relay_tcp_ops, .fd = fd,
+                              .ssl = ssl, .side = side};
     if (!ssl)
         return;
     BIO *rbio = SSL_get_rbio(ssl);
@@ -521,16 +530,31 @@ static enum relay_status relay_h2_pump(struct relay *r, char *err, size_t errlen
 
 /* SSL_MODE_RELEASE_BUFFERS frees a leg's buffers only once application data went through
  * them: the handshake's 16.5 KiB write buffer would stay with a connection that has sent
- * nothing since (an idle client, as in the benchmark's idle workload). So once a waiting
- * relay finds a leg's buffers empty, it frees them itself, once per leg; OpenSSL refuses
- * while a buffer holds bytes, so this never loses data, and later traffic is covered by
- * RELEASE_BUFFERS again. */
+ * nothing since (an idle client, as in the benchmark's idle workload), and so would the
+ * buffers OpenSSL sets up to take a post-handshake message (the origin's session tickets,
+ * which arrive after the relay first waited). So a waiting relay frees a leg's buffers
+ * itself the first time, and again after such a message (stale_bufs); OpenSSL refuses while
+ * a buffer holds bytes, so this never loses data, and the leg is tried again at the next
+ * wait. Application data is covered by RELEASE_BUFFERS. */
+static bool relay_leg_needs_trim(const struct relay *r, int i)
+{
+    return !(r->trimmed & (1u << i)) || r->leg[i].stale_bufs;
+}
+
 static void relay_trim_buffers(struct relay *r)
 {
     for (int i = 0; i < 2; i++) {
-        if (!(r->trimmed & (1u << i)) && (!r->leg[i].ssl || SSL_free_buffers(r->leg[i].ssl)))
-            r->trimmed |= 1u << i;
+        struct relay_leg *leg = &r->leg[i];
+        if (!relay_leg_needs_trim(r, i) || (leg->ssl && !SSL_free_buffers(leg->ssl)))
+            continue;
+        r->trimmed |= 1u << i;
+        leg->stale_bufs = false;
     }
+}
+
+void relay_note_post_handshake(struct relay *r, enum relay_side side)
+{
+    r->leg[side].stale_bufs = true;
 }
 
 static enum relay_status relay_raw_pump(struct relay *r, char *err, size_t errlen)
@@ -561,7 +585,7 @@ static enum relay_status relay_raw_pump(struct relay *r, char *err, size_t errle
 enum relay_status relay_pump(struct relay *r, char *err, size_t errlen)
 {
     enum relay_status st = r->h2 ? relay_h2_pump(r, err, errlen) : relay_raw_pump(r, err, errlen);
-    if (st == RELAY_CONTINUE && r->trimmed != 3)
+    if (st == RELAY_CONTINUE && (relay_leg_needs_trim(r, 0) || relay_leg_needs_trim(r, 1)))
         relay_trim_buffers(r);
     return st;
 }

@@ -42,6 +42,8 @@ struct relay_leg {
     SSL *ssl;          /* borrowed; NULL for TCP */
     enum relay_side side;
     bool drained;      /* the last read from the socket came back short: it was empty then */
+    bool got_bytes;    /* a socket read returned bytes during the current SSL_read */
+    bool stale_bufs;   /* OpenSSL set up record buffers that RELEASE_BUFFERS will not free */
     char error[96];    /* set on RELAY_IO_ERROR */
 };
 
@@ -88,6 +90,11 @@ void relay_inspect_http1(struct relay *r, struct http1 *http);
 /* Bridges HTTP/2 between the legs (bridge borrowed), before any byte moved: from now on the
  * bridge decides what each leg is sent. Not combined with relay_inspect_http1. */
 void relay_bridge_h2(struct relay *r, struct h2_bridge *bridge);
+
+/* Tells the relay that a leg handled a post-handshake message (a TLS 1.3 session ticket or
+ * key update): OpenSSL's state machine set up record buffers for it that only a later write
+ * of application data would release, so the relay frees them when it next waits. */
+void relay_note_post_handshake(struct relay *r, enum relay_side side);
 
 /* Tells the relay which readiness the event loop reported (RELAY_WANT_* bits). A leg whose
  * last read found nothing is not read again until its socket is reported readable, so a pump
