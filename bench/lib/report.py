@@ -145,6 +145,25 @@ def _pct(results, n, w):
     return "-" if not conns else f"{100 * res / conns:.0f}%"
 
 
+# sslsplit's figures on this machine when the CPU targets were set (issue 5): the targets
+# stand at 0.29x and 0.65x of them. This VM's speed moves by a third from one hour to the
+# next, and every contender's CPU time with it, so each CPU target is also read against
+# sslsplit's figure in the same run.
+SSLSPLIT_REF_MS_PER_HS = 2.1
+SSLSPLIT_REF_US_PER_REQ = 23.0
+
+
+def _add_scaled(add, results, wl, key, ref, target, unit):
+    """The CPU target scaled by sslsplit's figure in this run over its reference figure."""
+    v = _get(results, "sluice", "workloads", wl, key)
+    peer = _get(results, "sslsplit", "workloads", wl, key)
+    if v is None or not peer:
+        return
+    scaled = round(target * peer / ref, 3)
+    add(f"  same, scaled to sslsplit here: <= {scaled} {unit}", v, lambda x: x <= scaled,
+        f"{v} {unit} ({v / peer:.2f}x sslsplit, target {target / ref:.2f}x)")
+
+
 def targets(results):
     """[(target, measured, PASS|FAIL|n/a)] for sluice, from the same run."""
     s = "sluice"
@@ -156,10 +175,14 @@ def targets(results):
 
     v = _get(results, s, "workloads", "full_hs", "proxy_cpu_ms_per_hs")
     add("full handshake: proxy CPU <= 0.6 ms each", v, lambda x: x <= 0.6, f"{v} ms")
+    _add_scaled(add, results, "full_hs", "proxy_cpu_ms_per_hs", SSLSPLIT_REF_MS_PER_HS, 0.6,
+                "ms")
     v = _ratio(results, s, "full_hs", "rate")
     add("full handshake: rate >= 0.9x direct", v, lambda x: x >= 0.9, f"{v:.2f}x" if v else "")
     v = _get(results, s, "workloads", "keepalive", "proxy_cpu_us_per_req")
     add("keep-alive: proxy CPU <= 15 us per request", v, lambda x: x <= 15, f"{v} us")
+    _add_scaled(add, results, "keepalive", "proxy_cpu_us_per_req", SSLSPLIT_REF_US_PER_REQ, 15,
+                "us")
     v = _ratio(results, s, "keepalive", "rate")
     add("keep-alive: rate >= 0.9x direct", v, lambda x: x >= 0.9, f"{v:.2f}x" if v else "")
     v = _get(results, s, "workloads", "keepalive", "p99_ms")
