@@ -41,8 +41,7 @@ struct relay_leg {
     int fd;
     SSL *ssl;          /* borrowed; NULL for TCP */
     enum relay_side side;
-    bool drained;      /* the last read from the socket came back short: it was empty then */
-    bool got_bytes;    /* a socket read returned bytes during the current SSL_read */
+    bool drained;      /* the last read found the socket empty (tls_read: guessed) */
     bool stale_bufs;   /* OpenSSL set up record buffers that RELEASE_BUFFERS will not free */
     char error[96];    /* set on RELAY_IO_ERROR */
 };
