@@ -20,6 +20,7 @@
 #include "connlog.h"
 #include "dial.h"
 #include "h2.h"
+#include "html.h"
 #include "http1.h"
 #include "gateway.h"
 #include "json.h"
@@ -727,20 +728,12 @@ static void conn_do_client_tls(struct conn *c)
 
 /* ---- the error page after an upstream failure ---- */
 
+/* in, escaped, into out (size bytes, NUL-terminated; what does not fit is left out). */
 static void html_escape(const char *in, char *out, size_t size)
 {
-    size_t o = 0;
-    for (; *in && o + 7 < size; in++) {
-        const char *rep = *in == '<' ? "&lt;" : *in == '>' ? "&gt;" : *in == '&' ? "&amp;"
-                        : *in == '"' ? "&quot;" : NULL;
-        if (rep) {
-            memcpy(out + o, rep, strlen(rep));
-            o += strlen(rep);
-        } else {
-            out[o++] = *in;
-        }
-    }
-    out[o] = '\0';
+    struct html_out o = {out, size, 0, false};
+    html_escaped(&o, in);
+    out[o.len] = '\0';
 }
 
 /* The response head for a local page; takes the body (malloc'd) and builds c->page. */

@@ -4,6 +4,8 @@
  * replies (403 page, 431, 502), and the stream's closure on either leg. */
 #include "h2_int.h"
 
+#include "html.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -266,67 +268,6 @@ static const char *reason(int status)
     }
 }
 
-struct page {
-    char *p;
-    size_t len, cap;
-};
-
-static void page_str(struct page *o, const char *s)
-{
-    size_t n = strlen(s);
-    if (n > o->cap - o->len)
-        n = o->cap - o->len;
-    memcpy(o->p + o->len, s, n);
-    o->len += n;
-}
-
-static void page_html(struct page *o, const char *s)
-{
-    for (; *s; s++) {
-        char c[2] = {*s, '\0'};
-        switch (*s) {
-        case '<':
-            page_str(o, "&lt;");
-            break;
-        case '>':
-            page_str(o, "&gt;");
-            break;
-        case '&':
-            page_str(o, "&amp;");
-            break;
-        case '"':
-            page_str(o, "&quot;");
-            break;
-        case '\'':
-            page_str(o, "&#39;");
-            break;
-        default:
-            page_str(o, c);
-        }
-    }
-}
-
-static size_t default_block_page(const struct h2_exchange *x, char *buf, size_t cap)
-{
-    struct page o = {buf, 0, cap};
-    page_str(&o, "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Blocked</title>"
-                 "</head>\n<body><h1>Blocked by the gateway</h1>\n<p>The request to <b>");
-    page_html(&o, x->authority);
-    page_str(&o, "</b> is not allowed by this network's policy.</p>\n");
-    if (x->rule[0]) {
-        page_str(&o, "<p>Rule: <code>");
-        page_html(&o, x->rule);
-        page_str(&o, "</code></p>\n");
-    }
-    if (x->ref[0]) {
-        page_str(&o, "<p>Reference: <code>");
-        page_html(&o, x->ref);
-        page_str(&o, "</code></p>\n");
-    }
-    page_str(&o, "</body></html>\n");
-    return o.len;
-}
-
 /* Answers the client's stream with the gateway's own response (403 page, 431, 502) instead of
  * the upstream's: the upstream stream, if any, is reset and the request body abandoned. If a
  * response head already went out, the client's stream is reset instead. */
@@ -351,7 +292,7 @@ int h2_reply_local(struct h2_bridge *b, struct h2_stream *s, int status)
         if (b->hooks && b->hooks->block_page)
             blen = b->hooks->block_page(b->arg, &x, body, sizeof(body));
         if (blen == 0 || blen > sizeof(body))
-            blen = default_block_page(&x, body, sizeof(body));
+            blen = html_default_block_page(body, sizeof(body), x.authority, x.rule, x.ref);
         ctype = "text/html; charset=utf-8";
     } else {
         int n = snprintf(body, sizeof(body), "%d %s: %s\n", status, reason(status),

@@ -3,6 +3,8 @@
  * the server's place (the 403 block page, 400/431/502/505 texts). */
 #include "http1_int.h"
 
+#include "html.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -144,61 +146,6 @@ void h1_rec_finish(struct http1 *h, enum http1_end end)
 
 /* ---- gateway replies --------------------------------------------------------------------- */
 
-struct h1_out {
-    char *p;
-    size_t len, cap;
-};
-
-static void out_raw(struct h1_out *o, const char *s, size_t n)
-{
-    if (n > o->cap - o->len)
-        n = o->cap - o->len;
-    memcpy(o->p + o->len, s, n);
-    o->len += n;
-}
-
-static void out_str(struct h1_out *o, const char *s)
-{
-    out_raw(o, s, strlen(s));
-}
-
-static void out_html(struct h1_out *o, const char *s)
-{
-    for (; *s; s++) {
-        const char *e = *s == '<'    ? "&lt;"
-                        : *s == '>'  ? "&gt;"
-                        : *s == '&'  ? "&amp;"
-                        : *s == '"'  ? "&quot;"
-                        : *s == '\'' ? "&#39;"
-                                     : NULL;
-        if (e)
-            out_str(o, e);
-        else
-            out_raw(o, s, 1);
-    }
-}
-
-static size_t default_block_page(const struct http1_exchange *x, char *buf, size_t cap)
-{
-    struct h1_out o = {buf, 0, cap};
-    out_str(&o, "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Blocked</title>"
-                "</head>\n<body><h1>Blocked by the gateway</h1>\n<p>The request to <b>");
-    out_html(&o, x->authority);
-    out_str(&o, "</b> is not allowed by this network's policy.</p>\n");
-    if (x->rule[0]) {
-        out_str(&o, "<p>Rule: <code>");
-        out_html(&o, x->rule);
-        out_str(&o, "</code></p>\n");
-    }
-    if (x->ref[0]) {
-        out_str(&o, "<p>Reference: <code>");
-        out_html(&o, x->ref);
-        out_str(&o, "</code></p>\n");
-    }
-    out_str(&o, "</body></html>\n");
-    return o.len;
-}
-
 /* Builds the reply for status (403: the block page for r; others: a short text naming why).
  * The body is left out when r is a HEAD request. */
 void h1_reply_build(struct http1 *h, const struct h1_rec *r, int status, const char *why)
@@ -216,7 +163,7 @@ void h1_reply_build(struct http1 *h, const struct h1_rec *r, int status, const c
         if (h->hooks && h->hooks->block_page)
             blen = h->hooks->block_page(h->arg, &x, body, sizeof(body));
         if (blen == 0 || blen > sizeof(body))
-            blen = default_block_page(&x, body, sizeof(body));
+            blen = html_default_block_page(body, sizeof(body), x.authority, x.rule, x.ref);
         ctype = "text/html; charset=utf-8";
     } else {
         int n = snprintf(body, sizeof(body), "%d %s: %s\n", status,

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 
 #include "bodyscan.h"
+#include "html.h"
 #include <string.h>
 #include <strings.h>
 
@@ -548,47 +549,6 @@ bool policy_first_capture_rule(const struct policy *p, const char **rule, int *l
 
 /* ---- block page ---- */
 
-struct policy_out {
-    char *buf;
-    size_t cap, len;
-    bool overflow;
-};
-
-static void policy_out_put(struct policy_out *o, const char *s, size_t n)
-{
-    if (o->overflow || n >= o->cap - o->len) {
-        o->overflow = true;
-        return;
-    }
-    memcpy(o->buf + o->len, s, n);
-    o->len += n;
-}
-
-static void policy_out_escaped(struct policy_out *o, const char *s)
-{
-    for (; s && *s; s++) {
-        switch (*s) {
-        case '&':
-            policy_out_put(o, "&amp;", 5);
-            break;
-        case '<':
-            policy_out_put(o, "&lt;", 4);
-            break;
-        case '>':
-            policy_out_put(o, "&gt;", 4);
-            break;
-        case '"':
-            policy_out_put(o, "&quot;", 6);
-            break;
-        case '\'':
-            policy_out_put(o, "&#39;", 5);
-            break;
-        default:
-            policy_out_put(o, s, 1);
-        }
-    }
-}
-
 /* The value of placeholder name[0..n), or NULL when it is not one. *found says whether it is
  * a known placeholder (its value may still be NULL: rendered empty). */
 static const char *policy_page_var(const struct policy_page_vars *v, const char *name, size_t n,
@@ -611,22 +571,22 @@ long policy_render_block_page(const struct policy *p, const struct policy_page_v
                               char *buf, size_t cap)
 {
     const char *t = p->block_page ? p->block_page : policy_builtin_page;
-    struct policy_out o = {buf, cap, 0, cap == 0};
+    struct html_out o = {buf, cap, 0, false};
 
     while (*t) {
         const char *open = strstr(t, "{{");
         const char *close = open ? strstr(open + 2, "}}") : NULL;
         if (!close) {
-            policy_out_put(&o, t, strlen(t));
+            html_put(&o, t, strlen(t));
             break;
         }
-        policy_out_put(&o, t, (size_t)(open - t));
+        html_put(&o, t, (size_t)(open - t));
         bool found;
         const char *value = policy_page_var(vars, open + 2, (size_t)(close - open - 2), &found);
         if (found)
-            policy_out_escaped(&o, value);
+            html_escaped(&o, value);
         else
-            policy_out_put(&o, open, (size_t)(close + 2 - open));
+            html_put(&o, open, (size_t)(close + 2 - open));
         t = close + 2;
     }
     if (o.overflow)
