@@ -101,7 +101,7 @@ static void relay_err_clear(void)
  * record. So a read that yields less than a full record and leaves nothing in OpenSSL's buffer
  * found the socket empty, and the relay waits for readiness instead of reading again. A wrong
  * guess costs a wakeup, never data: readiness is level-triggered. (A BIO callback that saw
- * each socket read come back short cost 7% of a keep-alive request's instructions: every BIO
+ * each socket read come back short cost 6% of a keep-alive request's instructions: every BIO
  * operation calls it twice.) */
 static int tls_read(struct relay_leg *leg, void *buf, size_t len, unsigned *want)
 {
