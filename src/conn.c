@@ -64,6 +64,16 @@ static void conn_timer_ms(struct conn *c, unsigned ms)
     evtimer_add(&c->timer, &tv);
 }
 
+/* After a reply of the gateway's own, the client has CONN_LINGER_MS to finish sending and
+ * close; then the gateway closes (possibly with a reset, which is then the client's doing). */
+#define CONN_LINGER_MS 5000
+
+static void conn_linger_start(struct conn *c)
+{
+    c->lingering = true;
+    conn_timer_ms(c, CONN_LINGER_MS);
+}
+
 /* Adds and removes the four I/O events so exactly `want` is watched. */
 static void conn_watch(struct conn *c, unsigned want)
 {
@@ -837,6 +847,32 @@ static void conn_do_fail_write(struct conn *c)
         c->page_off += (size_t)n;
     }
     SSL_shutdown(c->cssl);
+    shutdown(c->cfd, SHUT_WR);
+    c->state = CONN_FAIL_LINGER;
+    conn_linger_start(c);
+}
+
+/* Drops what the client still sends after the page (the rest of its request) until it
+ * closes, as the relay does after a reply of its own (relay_lingering): closing with bytes
+ * unread would reset the connection, maybe before the client read the page. */
+static void conn_do_fail_linger(struct conn *c)
+{
+    char buf[16384];
+    for (;;) {
+        ERR_clear_error();
+        int n = SSL_read(c->cssl, buf, sizeof(buf));
+        if (n <= 0) {
+            if (SSL_get_error(c->cssl, n) == SSL_ERROR_WANT_READ) {
+                conn_watch(c, RELAY_WANT_READ(RELAY_CLIENT));
+                return;
+            }
+            break;
+        }
+        c->relay.dir[0].bytes += (uint64_t)n;
+        if ((c->relay.discarded += (uint64_t)n) >= RELAY_LINGER_MAX)
+            break;
+    }
+    ERR_clear_error();
     c->closing = true;
 }
 
@@ -922,6 +958,8 @@ static void conn_do_relay(struct conn *c)
     if (c->relay.progressed)
         event_base_gettimeofday_cached(c->w->base, &c->last_active);
     if (st == RELAY_CONTINUE) {
+        if (!c->lingering && relay_lingering(&c->relay))
+            conn_linger_start(c);
         conn_watch(c, c->relay.want);
         return;
     }
@@ -965,6 +1003,9 @@ static void conn_advance(struct conn *c)
             break;
         case CONN_FAIL_WRITE:
             conn_do_fail_write(c);
+            break;
+        case CONN_FAIL_LINGER:
+            conn_do_fail_linger(c);
             break;
         }
     } while (c->state != before);
@@ -1030,8 +1071,13 @@ static void conn_on_timer(evutil_socket_t fd, short what, void *arg)
         conn_fail(c, "client_handshake", "timeout during the TLS handshake");
         break;
     case CONN_RELAY:
-        if (conn_idle_expired(c))
+        if (c->lingering)
+            c->closing = true;
+        else if (conn_idle_expired(c))
             conn_fail(c, "relay", "idle timeout");
+        break;
+    case CONN_FAIL_LINGER:
+        c->closing = true;
         break;
     }
     if (c->closing)

@@ -34,6 +34,7 @@ enum conn_state {
     CONN_RELAY,         /* moving bytes both ways */
     CONN_FAIL_READ,     /* upstream failed: reading the client's request */
     CONN_FAIL_WRITE,    /* upstream failed: writing the 502 page */
+    CONN_FAIL_LINGER,   /* the page is out: dropping what the client still sends */
 };
 
 struct conn {
@@ -56,6 +57,7 @@ struct conn {
     bool relay_started;
     bool upstream_tls_done;   /* handshakes completed (post-handshake messages may later */
     bool client_tls_done;     /* put OpenSSL's state machine back "in init") */
+    bool lingering;           /* after a reply of the gateway's own: closes at the timer */
     bool fail_with_alert;     /* ... an alert: the client offered ALPN, but not HTTP/1.1 */
     const struct config_listen *listen;
     struct sockaddr_storage client, dst;

@@ -233,7 +233,8 @@ static bool relay_inspecting(const struct relay *r)
     return r->http && !r->http_tunnel;
 }
 
-/* Applies a verdict: reply mode drops the way to the server and stops all reading. */
+/* Applies a verdict: reply mode drops the way to the server; what the client still sends is
+ * read and dropped (relay_discard_from_client). */
 static void relay_http_verdict(struct relay *r, enum http1_verdict v)
 {
     if (v == HTTP1_TUNNEL) {
@@ -244,8 +245,34 @@ static void relay_http_verdict(struct relay *r, enum http1_verdict v)
         bufpool_put(r->pool, up->buf);
         up->buf = NULL;
         up->len = 0;
-        up->done = true;
     }
+}
+
+/* Reads and drops what the client sends after the gateway's own reply (the rest of a refused
+ * upload), until it closes or RELAY_LINGER_MAX bytes went: closing a socket with bytes unread
+ * resets the connection, and the reset can reach a client that writes its whole request
+ * before reading (Python's http.client) before it has read the reply. 1 progress, 0 blocked. */
+static int relay_discard_from_client(struct relay *r)
+{
+    struct relay_dir *d = &r->dir[0];
+    uint8_t *buf = bufpool_get(r->pool);
+    int n = buf ? relay_leg_read(r, &r->leg[RELAY_CLIENT], buf, BUFPOOL_BUF_SIZE) : 0;
+    bufpool_put(r->pool, buf);
+    if (n == RELAY_IO_AGAIN)
+        return 0;
+    if (n > 0) {
+        d->bytes += (uint64_t)n;
+        r->discarded += (uint64_t)n;
+        if (r->discarded < RELAY_LINGER_MAX)
+            return 1;
+    }
+    d->done = true; /* closed, reset, or enough: nothing more is owed to the client */
+    return 1;
+}
+
+bool relay_lingering(const struct relay *r)
+{
+    return r->http_replying && r->dir[1].done && !r->dir[0].done;
 }
 
 /* Bytes the inspector has for the direction out of side i: what it released from that side,
@@ -352,7 +379,10 @@ static int relay_dir_step(struct relay *r, int i, struct relay_leg **failed)
     bool is_reply;
     if (d->done)
         return 0;
-    if (d->len > 0) {
+    if (i == RELAY_CLIENT && r->http_replying) {
+        rc = relay_discard_from_client(r);
+        *failed = src;
+    } else if (d->len > 0) {
         rc = relay_dir_flush(r, d, dst);
         *failed = dst;
     } else if (relay_http_queued(r, i, &queued, &is_reply) > 0) {

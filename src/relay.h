@@ -69,6 +69,7 @@ struct relay {
     bool http_tunnel;       /* the protocol switched: relay raw (after the held bytes) */
     bool http_replying;     /* answering the client itself, then closing */
     size_t reply_off;
+    uint64_t discarded;     /* bytes the client sent after the reply began, dropped */
     /* HTTP/2 bridging (optional): both legs speak h2; every byte read goes into the bridge,
      * and what each leg is sent comes out of it (no relay buffers are held). */
     struct h2_bridge *h2;   /* borrowed; NULL: not bridging */
@@ -104,6 +105,15 @@ void relay_note_ready(struct relay *r, unsigned ready);
  * RELAY_FINISHED: both directions ended cleanly; RELAY_FAILED: err holds the reason, naming
  * the side ("client: Connection reset by peer"). */
 enum relay_status relay_pump(struct relay *r, char *err, size_t errlen);
+
+/* After a reply of its own (a block page, a 400 or 502) the relay reads and drops what the
+ * client still sends until the client closes, so that closing does not reset the connection
+ * before the client has read the reply; at most this many bytes. */
+#define RELAY_LINGER_MAX (16u << 20)
+
+/* The reply is out and the relay only waits for the client to close: the caller bounds that
+ * wait in time. */
+bool relay_lingering(const struct relay *r);
 
 /* Returns buffers to the pool; the relay is unusable afterwards. */
 void relay_release(struct relay *r);

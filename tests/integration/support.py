@@ -720,6 +720,28 @@ def curl(url, *args, proxy=None, cacert=None, timeout=None, out=None, netns=None
     return CurlResult(p.returncode, body, p.stderr.decode(errors="replace"), info)
 
 
+def post_whole(gw, host, port, path, body, timeout=None):
+    """POSTs body with Python's http.client through sluice's explicit proxy (CONNECT
+    host:port, then TLS trusting only the gateway's CA): like requests, it writes the whole
+    request before it reads. Returns (status, response text), or (None, the error) when the
+    connection was reset or cut under it."""
+    import http.client
+    import ssl
+    ctx = ssl.create_default_context(cafile=str(gw.ca_pem))
+    ctx.set_alpn_protocols(["http/1.1"])
+    conn = http.client.HTTPSConnection("127.0.0.1", gw.port, context=ctx,
+                                       timeout=timeout or T(20))
+    conn.set_tunnel(host, port)
+    try:
+        conn.request("POST", path, body=body, headers={"Content-Type": "text/plain"})
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode(errors="replace")
+    except (ConnectionError, ssl.SSLError) as e:
+        return None, repr(e)
+    finally:
+        conn.close()
+
+
 def s_client(connect, *args, proxy=None, servername=None, cafile=None, data=b"", ign_eof=False,
              timeout=None, netns=None):
     """Runs `openssl s_client`; returns (returncode, combined output str)."""

@@ -6,11 +6,12 @@ import base64
 import gzip
 import hashlib
 import json
+import ssl
 import time
 
 import pytest
 
-from support import T, curl
+from support import T, ProxyTunnel, client_port_is, curl, post_whole
 
 RULES = """
 policy:
@@ -196,6 +197,52 @@ def test_request_body_match_is_not_forwarded(gw, o, tmp_path, chunked):
     assert "POST /sink" not in o.log_text(), "the blocked upload reached the origin"
     recs = read_jsonl(gw.reqlog, 1, pred=lambda x: x["method"] == "POST" and x["rule"])
     assert recs[-1]["rule"] == "no-exfil" and recs[-1]["action"] == "block", recs[-1]
+
+
+@pytest.mark.parametrize("size", [4_000_000, 40_000_000])
+def test_blocked_upload_sent_whole_before_reading_still_gets_the_page(gw, o, size):
+    """A client that writes its whole request before it reads (Python's http.client, under
+    requests) gets the 403 page: after the page the gateway reads and drops the rest of the
+    upload until the client is done, since closing with the upload unread would reset the
+    connection before the client read the page. Past 16 MiB it stops reading and closes, and
+    the 40 MB upload is reset, as docs/HTTP1.md says."""
+    path = "/sink-whole-%d" % size
+    status, page = post_whole(gw, "localhost", o.port, path,
+                              text(size, b"EXFIL-3000", 300000))
+    if size > 16 << 20:
+        assert status is None, (status, page[:200])
+    else:
+        assert status == 403 and "no-exfil" in page, (status, page[:200])
+    rec = read_jsonl(gw.reqlog, 1, pred=lambda x: x["path"] == path)[-1]
+    assert rec["rule"] == "no-exfil" and rec["action"] == "block", rec
+    gw.assert_alive()
+
+
+def test_client_that_stops_mid_upload_is_let_go_after_the_linger(gw, o):
+    """A client that got the page but neither finishes its upload nor closes is held for the
+    linger (5 s), not for idle_timeout (300 s): its connection record comes within seconds."""
+    t = ProxyTunnel(gw.port, "localhost:%d" % o.port)
+    ctx = ssl.create_default_context(cafile=str(gw.ca_pem))
+    ctx.set_alpn_protocols(["http/1.1"])
+    s = ctx.wrap_socket(t.sock, server_hostname="localhost")
+    try:
+        s.sendall(b"POST /sink-stalled HTTP/1.1\r\nHost: localhost\r\nContent-Length: 9000000"
+                  b"\r\nContent-Type: text/plain\r\n\r\n" + text(400000, b"EXFIL-3001", 300000))
+        s.settimeout(T(10))
+        got = b""
+        while b"no-exfil" not in got:
+            chunk = s.recv(65536)
+            assert chunk, got[:300]
+            got += chunk
+        assert got.startswith(b"HTTP/1.1 403"), got[:300]
+        start = time.monotonic()
+        rec = gw.wait_record(client_port_is(t.local_port),
+                             timeout=T(15))
+        held = time.monotonic() - start
+    finally:
+        s.close()
+    assert 3 <= held < T(12), held
+    assert rec.get("error") is None, rec
 
 
 def test_request_body_without_a_match_arrives_byte_identical(gw, o, tmp_path):

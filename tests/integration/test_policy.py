@@ -356,6 +356,21 @@ def test_http_method_rule_blocks_an_upload_before_it_is_sent(http_gw, origin_mod
     assert "POST /echo" not in o.log_text()
 
 
+@pytest.mark.parametrize("where", ["sni", "method"])
+def test_block_page_reaches_a_client_that_sends_its_whole_upload_first(
+        where, blocking_gw, http_gw, origin_mod):
+    """Python's http.client writes a whole 3 MB POST before reading. Blocked by SNI (the page
+    from the connection layer) or by the HTTP method rule (the page from the HTTP layer), it
+    still gets the page, not a reset: the gateway drops the upload it does not want until the
+    client is done."""
+    o = origin_mod("good")
+    gw, host, rule = ((blocking_gw, "page.test", "page-for-sni") if where == "sni"
+                      else (http_gw, "localhost", "no-uploads"))
+    status, page = support.post_whole(gw, host, o.port, "/echo", b"upload-bytes " * 240000)
+    assert status == 403 and rule in page, (status, page[:300])
+    assert "POST /echo" not in o.log_text()
+
+
 def test_http_framing_attack_is_refused(http_gw, origin_mod):
     o = origin_mod("good")
     raw = socket.create_connection(("127.0.0.1", http_gw.port), timeout=T(10))

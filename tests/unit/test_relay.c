@@ -2,8 +2,12 @@
  * already holds are relayed without waiting on the socket, a leg whose socket was found empty
  * is not read again until it is reported readable, and a bulk burst goes through in one pump.
  * And its idle memory: OpenSSL's record buffers are not left behind after a post-handshake
- * message (session ticket, key update), counted through CRYPTO_set_mem_functions. */
+ * message (session ticket, key update), counted through CRYPTO_set_mem_functions. And its
+ * linger after a reply of the gateway's own: what the client still sends is read and dropped
+ * until it closes (at most RELAY_LINGER_MAX), so that closing does not reset the reply away. */
 #include "relay.h"
+
+#include "http1.h"
 
 #include <fcntl.h>
 #include <malloc.h>
@@ -309,6 +313,94 @@ static void test_relay_frees_buffers_after_a_ticket_with_data(void **state)
     assert_int_equal(big_live, before);
 }
 
+/* The client (peer) sends TLS application data; writes until the socket pair is full. */
+static size_t peer_send(struct fixture *f, const void *data, size_t len)
+{
+    int n = SSL_write(f->peer_ssl, data, (int)len);
+    return n > 0 ? (size_t)n : 0;
+}
+
+/* Reads what the relay sent the client: the reply, then close_notify (returns at EOF). */
+static size_t peer_read_reply(struct fixture *f, char *out, size_t cap)
+{
+    size_t got = 0;
+    int n;
+    while (got < cap && (n = SSL_read(f->peer_ssl, out + got, (int)(cap - got))) > 0)
+        got += (size_t)n;
+    out[got < cap ? got : cap - 1] = 0;
+    return got;
+}
+
+/* A request with ambiguous framing gets the 400 at once; the body the client goes on sending
+ * is read and dropped (never sent upstream), the relay lingers until the client closes, and
+ * only then finishes. Without the linger the relay would finish right after the reply with
+ * the body unread, and closing would reset the connection. */
+static void test_relay_lingers_after_its_reply_until_the_client_closes(void **state)
+{
+    struct fixture *f = *state;
+    struct http1 *h = http1_new(NULL, NULL);
+    assert_non_null(h);
+    relay_inspect_http1(&f->r, h);
+    static const char head[] = "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                               "Transfer-Encoding: chunked\r\n\r\n";
+    assert_int_equal(peer_send(f, head, sizeof(head) - 1), sizeof(head) - 1);
+    pump_ok(f);
+    assert_true(relay_lingering(&f->r));
+    char reply[4096];
+    peer_read_reply(f, reply, sizeof(reply));
+    assert_non_null(strstr(reply, "HTTP/1.1 400 "));
+    assert_true(SSL_get_shutdown(f->peer_ssl) & SSL_RECEIVED_SHUTDOWN);
+
+    static char body[8192];
+    memset(body, 'b', sizeof(body));
+    for (int i = 0; i < 8; i++) {
+        assert_int_equal(peer_send(f, body, sizeof(body)), sizeof(body));
+        relay_note_ready(&f->r, RELAY_WANT_READ(RELAY_CLIENT));
+        pump_ok(f);
+        assert_true(relay_lingering(&f->r));
+    }
+    assert_int_equal(f->r.discarded, 8 * sizeof(body));
+    uint8_t up[256];
+    assert_int_equal(drain_upstream(f, up, sizeof(up)), 0);
+
+    SSL_shutdown(f->peer_ssl);
+    relay_note_ready(&f->r, RELAY_WANT_READ(RELAY_CLIENT));
+    char err[160] = "";
+    assert_int_equal(relay_pump(&f->r, err, sizeof(err)), RELAY_FINISHED);
+    assert_false(relay_lingering(&f->r));
+    relay_release(&f->r);
+    http1_free(h);
+}
+
+/* A client that keeps sending after the reply is read up to RELAY_LINGER_MAX, then the relay
+ * finishes without waiting for it. */
+static void test_relay_linger_stops_after_its_byte_limit(void **state)
+{
+    struct fixture *f = *state;
+    struct http1 *h = http1_new(NULL, NULL);
+    assert_non_null(h);
+    relay_inspect_http1(&f->r, h);
+    static const char head[] = "GET /x HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n"
+                               "Content-Length: 2\r\n\r\n";
+    assert_int_equal(peer_send(f, head, sizeof(head) - 1), sizeof(head) - 1);
+    pump_ok(f);
+    static char body[16384];
+    memset(body, 'b', sizeof(body));
+    char err[160] = "";
+    enum relay_status st = RELAY_CONTINUE;
+    size_t sent = 0;
+    while (st == RELAY_CONTINUE && sent < 2 * (size_t)RELAY_LINGER_MAX) {
+        sent += peer_send(f, body, sizeof(body));
+        relay_note_ready(&f->r, RELAY_WANT_READ(RELAY_CLIENT));
+        st = relay_pump(&f->r, err, sizeof(err));
+    }
+    assert_int_equal(st, RELAY_FINISHED);
+    assert_true(f->r.discarded >= RELAY_LINGER_MAX);
+    assert_true(f->r.discarded < (size_t)RELAY_LINGER_MAX + sizeof(body));
+    relay_release(&f->r);
+    http1_free(h);
+}
+
 int main(void)
 {
     /* before any OpenSSL allocation */
@@ -324,6 +416,10 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_relay_frees_buffers_after_a_late_session_ticket,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(test_relay_lingers_after_its_reply_until_the_client_closes,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_relay_linger_stops_after_its_byte_limit, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_relay_frees_buffers_after_a_ticket_with_data, setup,
                                         teardown),
     };
