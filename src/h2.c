@@ -193,7 +193,15 @@ static int on_data_chunk_recv(nghttp2_session *session, uint8_t flags, int32_t s
     struct h2_stream *s = nghttp2_session_get_stream_user_data(session, stream_id);
     if (!s || s->body[leg].drop) {
         int rv = nghttp2_session_consume(session, stream_id, len);
-        return nghttp2_is_fatal(rv) ? NGHTTP2_ERR_CALLBACK_FAILURE : 0;
+        if (nghttp2_is_fatal(rv))
+            return NGHTTP2_ERR_CALLBACK_FAILURE;
+        if (s && leg == DOWN && s->rst_after_resp) {
+            s->discarded = len < UINT32_MAX - s->discarded ? s->discarded + (uint32_t)len
+                                                            : UINT32_MAX;
+            if (h2_maybe_rst_after(b, s) != 0)
+                return NGHTTP2_ERR_CALLBACK_FAILURE;
+        }
+        return 0;
     }
     return h2_body_data(b, s, leg, data, len) ? NGHTTP2_ERR_CALLBACK_FAILURE : 0;
 }

@@ -82,7 +82,9 @@ struct h2_stream {
     bool final_in;          /* a final response head arrived */
     bool resp_started;      /* a final response head (ours or the upstream's) was submitted */
     bool local_reply;
-    bool rst_after_resp; /* the request is abandoned: RST(NO_ERROR) once the response is out */
+    bool rst_after_resp; /* the request is abandoned: RST(NO_ERROR) once the response is out
+                          * and `discarded` reached the stream window (h2_maybe_rst_after) */
+    uint32_t discarded;  /* request bytes dropped since it was abandoned */
     bool is_head;
     bool reported, end_set;
     enum h2_end end;

@@ -191,10 +191,15 @@ int h2_reset_leg(struct h2_bridge *b, struct h2_stream *s, int leg, uint32_t cod
 
 /* The response is complete on the client's side and the request will not be passed on:
  * asks the client to stop sending it (RFC 9113 §8.1: RST_STREAM NO_ERROR after a complete
- * response). */
+ * response) once it has sent one more stream window of it. Not at once: RFC 9113 says the
+ * client must keep the response, but curl 7.88 (Debian 12's) drops it when the reset comes
+ * while it is still uploading, and a client that was about to end its upload anyway should
+ * simply end it. The bytes that come meanwhile are dropped, their windows given back. */
 int h2_maybe_rst_after(struct h2_bridge *b, struct h2_stream *s)
 {
     if (!s->rst_after_resp || !s->end_sent[DOWN] || !s->open[DOWN] || b->closed[DOWN])
+        return 0;
+    if (s->discarded < b->cfg.stream_window)
         return 0;
     if (nghttp2_session_get_stream_remote_close(b->sess[DOWN], s->id[DOWN]))
         return 0;

@@ -1533,6 +1533,43 @@ static void test_body_request_blocked_while_held(void **state)
     world_free(w);
 }
 
+/* After the page, the rest of a blocked upload is dropped (its windows given back) and the
+ * client may end it: a 600 KB upload blocked at 100 KB gets no RST_STREAM (curl 7.88 drops a
+ * response that a reset follows while it is still sending). One that goes on past a further
+ * stream window (4 MiB here) is then told to stop with RST_STREAM(NO_ERROR). */
+static void test_body_request_blocked_rest_dropped_then_reset(void **state)
+{
+    (void)state;
+    struct world *w = world_new_body(1, 1 << 20, "EXFIL");
+    pump(w);
+    size_t base = h2_bridge_memory(w->b);
+    size_t sizes[2] = {600000, 4 << 20};
+    for (int i = 0; i < 2; i++) {
+        uint8_t *body = pattern_body(sizes[i], 100000, "EXFIL");
+        int32_t id = request(w, "POST", "/echo", body, sizes[i], false);
+        pump(w);
+        struct rec *r = got(w, id);
+        assert_true(r->end);
+        assert_int_equal(r->status, 403);
+        assert_non_null(memmem(r->body, r->kept, "body-rule", 9));
+        const struct xcopy *x = exchange_for(w, id);
+        assert_int_equal(x->end, H2_END_BLOCKED);
+        if (i == 0) {
+            assert_false(r->rst_in);
+        } else {
+            assert_true(r->rst_in);
+            assert_int_equal(r->close_code, NGHTTP2_NO_ERROR);
+        }
+        free(body);
+    }
+    assert_int_equal(w->origin.requests, 0);
+    int32_t ok = request(w, "GET", "/hello", NULL, 0, false);
+    pump(w);
+    assert_int_equal(got(w, ok)->kept, 11);
+    assert_back_to(w, base);
+    world_free(w);
+}
+
 /* Held requests reach the upstream intact, with trailers; several held at once do not stall
  * one another (the held bytes are given back to the connection window at once). */
 static void test_body_request_held_then_sent(void **state)
@@ -1729,6 +1766,7 @@ int main(void)
         cmocka_unit_test(test_block_page_hook),
         cmocka_unit_test(test_regression_status_053),
         cmocka_unit_test(test_body_request_blocked_while_held),
+        cmocka_unit_test(test_body_request_blocked_rest_dropped_then_reset),
         cmocka_unit_test(test_body_request_held_then_sent),
         cmocka_unit_test(test_body_request_expect_continue),
         cmocka_unit_test(test_body_response_blocked_while_held),
