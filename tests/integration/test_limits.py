@@ -16,6 +16,22 @@ def fd_count(pid):
     return len(os.listdir("/proc/%d/fd" % pid))
 
 
+def settled_fd_count(g):
+    """The gateway's descriptors once the connections before are closed: its record of the
+    last one is written just before its two sockets close, and under load that can come
+    after the client saw the response end. So: wait for the record, then for two equal counts
+    in a row."""
+    g.wait_records(1)
+    last, deadline = -1, time.monotonic() + T(5)
+    while time.monotonic() < deadline:
+        n = fd_count(g.proc.pid)
+        if n == last:
+            return n
+        last = n
+        time.sleep(0.1)
+    return last
+
+
 def cpu_seconds(pid):
     with open("/proc/%d/stat" % pid) as f:
         fields = f.read().rsplit(")", 1)[1].split()
@@ -46,7 +62,7 @@ def test_out_of_descriptors_is_logged_paused_and_recovered(sluice, origin):
     g = sluice("--handshake-timeout", "30s")
     assert curl(o.url("/"), proxy=g.port, cacert=g.ca_pem).http_code == 200
     pid = g.proc.pid
-    set_fd_limit(pid, fd_count(pid) + 8)
+    set_fd_limit(pid, settled_fd_count(g) + 8)
     held = hold(g.port, 30)
     try:
         wait_for(lambda: LIMIT_LINE in g.stderr_text(), T(10), "the open-file limit log line")
@@ -74,7 +90,7 @@ def test_no_descriptor_for_the_upstream_fails_that_connection_clearly(sluice, or
     g = sluice("--handshake-timeout", "30s")
     assert curl(o.url("/"), proxy=g.port, cacert=g.ca_pem).http_code == 200
     pid = g.proc.pid
-    base = fd_count(pid)
+    base = settled_fd_count(g)
     held = hold(g.port, 3)
     try:
         wait_for(lambda: fd_count(pid) >= base + 3, T(10), "sluice to accept 3 connections")
