@@ -723,8 +723,8 @@ def curl(url, *args, proxy=None, cacert=None, timeout=None, out=None, netns=None
 def post_whole(gw, host, port, path, body, timeout=None):
     """POSTs body with Python's http.client through sluice's explicit proxy (CONNECT
     host:port, then TLS trusting only the gateway's CA): like requests, it writes the whole
-    request before it reads. Returns (status, response text), or (None, the error) when the
-    connection was reset or cut under it."""
+    request before it reads. Returns (status, response text, client port), with status None
+    and the error for text when the connection was reset or cut under it."""
     import http.client
     import ssl
     ctx = ssl.create_default_context(cafile=str(gw.ca_pem))
@@ -732,12 +732,15 @@ def post_whole(gw, host, port, path, body, timeout=None):
     conn = http.client.HTTPSConnection("127.0.0.1", gw.port, context=ctx,
                                        timeout=timeout or T(20))
     conn.set_tunnel(host, port)
+    local_port = None
     try:
+        conn.connect()
+        local_port = conn.sock.getsockname()[1]
         conn.request("POST", path, body=body, headers={"Content-Type": "text/plain"})
         resp = conn.getresponse()
-        return resp.status, resp.read().decode(errors="replace")
+        return resp.status, resp.read().decode(errors="replace"), local_port
     except (ConnectionError, ssl.SSLError) as e:
-        return None, repr(e)
+        return None, repr(e), local_port
     finally:
         conn.close()
 

@@ -207,14 +207,16 @@ def test_blocked_upload_sent_whole_before_reading_still_gets_the_page(gw, o, siz
     connection before the client read the page. Past 16 MiB it stops reading and closes, and
     the 40 MB upload is reset, as docs/HTTP1.md says."""
     path = "/sink-whole-%d" % size
-    status, page = post_whole(gw, "localhost", o.port, path,
-                              text(size, b"EXFIL-3000", 300000))
+    status, page, port = post_whole(gw, "localhost", o.port, path,
+                                    text(size, b"EXFIL-3000", 300000))
     if size > 16 << 20:
         assert status is None, (status, page[:200])
     else:
         assert status == 403 and "no-exfil" in page, (status, page[:200])
     rec = read_jsonl(gw.reqlog, 1, pred=lambda x: x["path"] == path)[-1]
     assert rec["rule"] == "no-exfil" and rec["action"] == "block", rec
+    conn = gw.wait_record(client_port_is(port))  # the connection is over
+    assert conn["bytes_up"] >= (size if status else 16 << 20), conn
     gw.assert_alive()
 
 

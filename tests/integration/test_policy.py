@@ -366,14 +366,19 @@ def test_block_page_reaches_a_client_that_sends_its_whole_upload_first(
     o = origin_mod("good")
     gw, host, rule = ((blocking_gw, "page.test", "page-for-sni") if where == "sni"
                       else (http_gw, "localhost", "no-uploads"))
-    status, page = support.post_whole(gw, host, o.port, "/echo", b"upload-bytes " * 240000)
+    body = b"upload-bytes " * 240000
+    status, page, port = support.post_whole(gw, host, o.port, "/echo", body)
     assert status == 403 and rule in page, (status, page[:300])
     assert "POST /echo" not in o.log_text()
+    # the whole upload was read (and dropped), and the connection is over
+    rec = gw.wait_record(support.client_port_is(port))
+    assert rec["bytes_up"] >= len(body), rec
 
 
 def test_http_framing_attack_is_refused(http_gw, origin_mod):
     o = origin_mod("good")
     raw = socket.create_connection(("127.0.0.1", http_gw.port), timeout=T(10))
+    port = raw.getsockname()[1]
     raw.sendall(b"CONNECT localhost:%d HTTP/1.1\r\nHost: localhost\r\n\r\n" % o.port)
     head = b""
     while b"\r\n\r\n" not in head:
@@ -395,8 +400,8 @@ def test_http_framing_attack_is_refused(http_gw, origin_mod):
         pass
     s.close()
     assert data.startswith(b"HTTP/1.1 400"), data[:300]
-    rec = http_gw.wait_record(lambda r: r.get("error", {}).get("stage") == "http")
-    assert rec["error"]["reason"], rec
+    rec = http_gw.wait_record(support.client_port_is(port))
+    assert rec["error"]["stage"] == "http" and rec["error"]["reason"], rec
 
 
 def test_request_log_records_rule_and_action(sluice, origin, tmp_path):
