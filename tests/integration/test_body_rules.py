@@ -215,8 +215,7 @@ def test_blocked_upload_sent_whole_before_reading_still_gets_the_page(gw, o, siz
         assert status == 403 and "no-exfil" in page, (status, page[:200])
     rec = read_jsonl(gw.reqlog, 1, pred=lambda x: x["path"] == path)[-1]
     assert rec["rule"] == "no-exfil" and rec["action"] == "block", rec
-    conn = gw.wait_record(client_port_is(port))  # the connection is over
-    assert conn["bytes_up"] >= (size if status else 16 << 20), conn
+    gw.wait_record(client_port_is(port))  # the connection is over
     gw.assert_alive()
 
 
