@@ -331,6 +331,18 @@ static size_t peer_read_reply(struct fixture *f, char *out, size_t cap)
     return got;
 }
 
+/* Puts an HTTP/1.1 inspector in the relay (the caller frees it), has the client send a head
+ * with ambiguous framing, and pumps once: the relay answers 400 and closes its way out. */
+static struct http1 *send_refused_head(struct fixture *f, const char *head)
+{
+    struct http1 *h = http1_new(NULL, NULL);
+    assert_non_null(h);
+    relay_inspect_http1(&f->r, h);
+    assert_int_equal(peer_send(f, head, strlen(head)), strlen(head));
+    pump_ok(f);
+    return h;
+}
+
 /* A request with ambiguous framing gets the 400 at once; the body the client goes on sending
  * is read and dropped (never sent upstream), the relay lingers until the client closes, and
  * only then finishes. Without the linger the relay would finish right after the reply with
@@ -338,13 +350,8 @@ static size_t peer_read_reply(struct fixture *f, char *out, size_t cap)
 static void test_relay_lingers_after_its_reply_until_the_client_closes(void **state)
 {
     struct fixture *f = *state;
-    struct http1 *h = http1_new(NULL, NULL);
-    assert_non_null(h);
-    relay_inspect_http1(&f->r, h);
-    static const char head[] = "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
-                               "Transfer-Encoding: chunked\r\n\r\n";
-    assert_int_equal(peer_send(f, head, sizeof(head) - 1), sizeof(head) - 1);
-    pump_ok(f);
+    struct http1 *h = send_refused_head(f, "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                                           "Transfer-Encoding: chunked\r\n\r\n");
     assert_true(relay_lingering(&f->r));
     char reply[4096];
     peer_read_reply(f, reply, sizeof(reply));
@@ -377,13 +384,8 @@ static void test_relay_lingers_after_its_reply_until_the_client_closes(void **st
 static void test_relay_linger_stops_after_its_byte_limit(void **state)
 {
     struct fixture *f = *state;
-    struct http1 *h = http1_new(NULL, NULL);
-    assert_non_null(h);
-    relay_inspect_http1(&f->r, h);
-    static const char head[] = "GET /x HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n"
-                               "Content-Length: 2\r\n\r\n";
-    assert_int_equal(peer_send(f, head, sizeof(head) - 1), sizeof(head) - 1);
-    pump_ok(f);
+    struct http1 *h = send_refused_head(f, "GET /x HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n"
+                                           "Content-Length: 2\r\n\r\n");
     static char body[16384];
     memset(body, 'b', sizeof(body));
     char err[160] = "";
@@ -414,8 +416,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_relay_tcp_short_read_waits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_relay_frees_buffers_after_a_key_update, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(test_relay_frees_buffers_after_a_late_session_ticket,
-                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_relay_frees_buffers_after_a_late_session_ticket, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_relay_lingers_after_its_reply_until_the_client_closes,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_relay_linger_stops_after_its_byte_limit, setup,
