@@ -244,6 +244,17 @@ static void conn_send_alert(struct conn *c)
 
 /* ---- explicit proxy: the request head ---- */
 
+/* After an answer of the proxy's own on the plain client socket: FIN, then the linger
+ * (conn_do_fail_linger), as after the pages sent over TLS. */
+static void conn_linger_after_plain_reply(struct conn *c)
+{
+    shutdown(c->cfd, SHUT_WR);
+    conn_set_peeking(c, false);
+    conn_watch(c, RELAY_WANT_READ(RELAY_CLIENT));
+    c->state = CONN_FAIL_LINGER;
+    conn_linger_start(c);
+}
+
 static void conn_send_all(int fd, const char *buf, size_t len)
 {
     /* Replies here are small and go out on a fresh socket: its buffer takes them whole. */
@@ -269,7 +280,8 @@ static void conn_proxy_refuse(struct conn *c, int status, const char *why)
                                              : "Bad Request",
                      blen, body);
     conn_send_all(c->cfd, resp, (size_t)n);
-    conn_fail(c, "proxy_request", why);
+    conn_set_error(c, "proxy_request", why);
+    conn_linger_after_plain_reply(c);
 }
 
 /* Peeks at what the client sent so far. Returns bytes, 0 at EOF, -1 when none yet. */
@@ -309,8 +321,7 @@ static bool conn_block_proxy_request(struct conn *c, bool tls_follows)
                      n);
     conn_send_all(c->cfd, resp, (size_t)h);
     conn_send_all(c->cfd, page, (size_t)n);
-    shutdown(c->cfd, SHUT_WR);
-    c->closing = true;
+    conn_linger_after_plain_reply(c);
     return true;
 }
 
@@ -852,6 +863,23 @@ static void conn_do_fail_write(struct conn *c)
     conn_linger_start(c);
 }
 
+/* One read from the client while lingering: over TLS after a page sent over TLS, else from
+ * the socket. Bytes (> 0), 0 at the client's end (or a failure), -1 when none have come. */
+static int conn_linger_read(struct conn *c, char *buf, size_t len)
+{
+    if (c->cssl) {
+        ERR_clear_error();
+        int n = SSL_read(c->cssl, buf, (int)len);
+        if (n > 0)
+            return n;
+        return SSL_get_error(c->cssl, n) == SSL_ERROR_WANT_READ ? -1 : 0;
+    }
+    ssize_t n = recv(c->cfd, buf, len, 0);
+    if (n < 0)
+        return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? -1 : 0;
+    return (int)n;
+}
+
 /* Drops what the client still sends after the page (the rest of its request) until it
  * closes, as the relay does after a reply of its own (relay_lingering): closing with bytes
  * unread would reset the connection, maybe before the client read the page. */
@@ -859,15 +887,13 @@ static void conn_do_fail_linger(struct conn *c)
 {
     char buf[16384];
     for (;;) {
-        ERR_clear_error();
-        int n = SSL_read(c->cssl, buf, sizeof(buf));
-        if (n <= 0) {
-            if (SSL_get_error(c->cssl, n) == SSL_ERROR_WANT_READ) {
-                conn_watch(c, RELAY_WANT_READ(RELAY_CLIENT));
-                return;
-            }
-            break;
+        int n = conn_linger_read(c, buf, sizeof(buf));
+        if (n < 0) {
+            conn_watch(c, RELAY_WANT_READ(RELAY_CLIENT));
+            return;
         }
+        if (n == 0)
+            break;
         c->relay.dir[0].bytes += (uint64_t)n;
         if ((c->relay.discarded += (uint64_t)n) >= RELAY_LINGER_MAX)
             break;
