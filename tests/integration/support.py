@@ -720,18 +720,23 @@ def curl(url, *args, proxy=None, cacert=None, timeout=None, out=None, netns=None
     return CurlResult(p.returncode, body, p.stderr.decode(errors="replace"), info)
 
 
-def post_whole(gw, host, port, path, body, timeout=None):
-    """POSTs body with Python's http.client through sluice's explicit proxy (CONNECT
-    host:port, then TLS trusting only the gateway's CA): like requests, it writes the whole
-    request before it reads. Returns (status, response text, client port), with status None
-    and the error for text when the connection was reset or cut under it."""
+def post_whole(gw, host, port, path, body, tls=True, timeout=None):
+    """POSTs body with Python's http.client through sluice's explicit proxy: like requests, it
+    writes the whole request before it reads. tls: CONNECT host:port, then TLS trusting only
+    the gateway's CA; else a plain http://host:port request to the proxy. Returns (status,
+    response text, client port), with status None and the error for text when the
+    connection was reset or cut under it."""
     import http.client
     import ssl
-    ctx = ssl.create_default_context(cafile=str(gw.ca_pem))
-    ctx.set_alpn_protocols(["http/1.1"])
-    conn = http.client.HTTPSConnection("127.0.0.1", gw.port, context=ctx,
-                                       timeout=timeout or T(20))
-    conn.set_tunnel(host, port)
+    if tls:
+        ctx = ssl.create_default_context(cafile=str(gw.ca_pem))
+        ctx.set_alpn_protocols(["http/1.1"])
+        conn = http.client.HTTPSConnection("127.0.0.1", gw.port, context=ctx,
+                                           timeout=timeout or T(20))
+        conn.set_tunnel(host, port)
+    else:
+        conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=timeout or T(20))
+        path = "http://%s:%d%s" % (host, port, path)
     local_port = None
     try:
         conn.connect()

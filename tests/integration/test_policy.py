@@ -175,25 +175,14 @@ def test_plain_http_upload_sent_whole_gets_the_proxy_answer(case, blocking_gw, o
     """A plain http:// POST that Python's http.client writes whole before reading gets the
     proxy's own answer (the 403 page of a blocked host, the 502 of an origin that refuses the
     connection), not a reset: the gateway reads and drops the upload after answering."""
-    import http.client
     if case == "blocked":
-        url, want = "http://forbidden.test:%d/x" % origin_mod("good", kind="http").port, 403
+        host, port, want = "forbidden.test", origin_mod("good", kind="http").port, 403
     else:
-        url, want = "http://127.0.0.1:%d/x" % support.free_port(), 502
-    conn = http.client.HTTPConnection("127.0.0.1", blocking_gw.port, timeout=T(20))
-    try:
-        conn.connect()
-        port = conn.sock.getsockname()[1]
-        conn.request("POST", url, body=b"upload-bytes " * 240000,
-                     headers={"Content-Type": "text/plain"})
-        resp = conn.getresponse()
-        status = resp.status
-    except ConnectionError as e:
-        status = repr(e)
-    finally:
-        conn.close()
-    assert status == want, status
-    blocking_gw.wait_record(support.client_port_is(port))
+        host, port, want = "127.0.0.1", support.free_port(), 502
+    status, text, client_port = support.post_whole(blocking_gw, host, port, "/x",
+                                                   b"upload-bytes " * 240000, tls=False)
+    assert status == want, (status, text[:300])
+    blocking_gw.wait_record(support.client_port_is(client_port))
 
 
 RELOAD_BEFORE = """
