@@ -4,7 +4,9 @@
 #   make test       install missing deps, build, run unit, fuzz-replay and integration tests
 #   make test SANITIZE=1   the same in an ASan+UBSan build (build-asan/)
 #   make fuzz       build libFuzzer harnesses with clang (build-fuzz/)
-#   make bench      benchmarks (bench/), not part of CI
+#   make bench      benchmarks (bench/run), then the soak (bench/soak); not part of CI
+#   make soak       the soak alone: minutes of mixed traffic, memory and descriptors watched;
+#                   make soak SANITIZE=1 runs it on the ASan build (leaks reported at exit)
 
 SANITIZE ?= 0
 ifeq ($(SANITIZE),1)
@@ -17,8 +19,9 @@ endif
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 PYTEST ?= /usr/bin/python3 -m pytest
 RUN_ARGS ?= --config examples/sluice.yaml
+SOAK_ARGS ?=
 
-.PHONY: all build deps run test unit integration fuzz bench clean format
+.PHONY: all build deps run test unit integration fuzz bench soak clean format
 
 all: build
 
@@ -50,6 +53,10 @@ fuzz:
 
 bench: deps build
 	bench/run $(BENCH_ARGS)
+	bench/soak --sluice $(abspath $(BUILD)/sluice) $(SOAK_ARGS)
+
+soak: deps build
+	bench/soak --sluice $(abspath $(BUILD)/sluice) $(SOAK_ARGS)
 
 format:
 	clang-format -i src/*.c src/*.h tests/unit/*.c tests/fuzz/*.c
